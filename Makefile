@@ -1,0 +1,46 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set up .venv first,
+# and only when pyproject.toml or constraints.txt changed since the last install.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Offline, no telemetry (shared/notes/stack.md); src/bertops/env.py sets the same for direct use.
+export DO_NOT_TRACK=true PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true
+export DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+.PHONY: install run test data ui bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first: the CPU build, unless a torch (e.g. a CUDA build on a GPU machine) is already there
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import bertops, lightning, transformers, prefect, mlflow, dvc, great_expectations"
+	touch $@
+
+data: install
+	$(BIN)/bertops data fetch
+
+run: install data
+	$(BIN)/bertops run
+
+test: install
+	$(BIN)/python -m pytest -q
+
+ui: install
+	$(BIN)/mlflow server --host 127.0.0.1 --port 5000 --workers 1 \
+	  --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlartifacts
+
+bench: install
+	$(BIN)/python bench/pretrain_throughput.py
+
+lock:
+	$(BIN)/pip freeze --exclude-editable | grep -v '^torch==' > constraints.txt
+
+clean:
+	rm -rf artifacts .prefect mlflow.db mlartifacts

@@ -1,0 +1,115 @@
+"""The `bertops` command line. Heavy libraries are imported inside each command, not here,
+so `bertops --help` stays instant.
+
+    bertops data fetch                 build data/ from the pinned real sources
+    bertops stage NAME [-S key=value]  run one pipeline stage (what dvc.yaml calls)
+    bertops predict MODEL_DIR TASK ... print predictions of a fine-tuned model
+    bertops run                        run the whole pipeline as a Prefect flow
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+import yaml
+
+from bertops.env import apply_offline_env
+from bertops.errors import BertopsError
+
+STAGES = ("validate", "tokenize", "pretrain", "finetune", "evaluate", "register")
+
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise BertopsError(f"override {pair!r} is not KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _load(args):
+    from bertops.config import load_params
+
+    return load_params(args.params, _parse_overrides(args.set or []))
+
+
+def _cmd_data(args) -> int:
+    from bertops.data import fetch
+
+    result = fetch.main(_load(args), force=args.force)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _cmd_stage(args) -> int:
+    module = importlib.import_module(f"bertops.stages.{args.name}")
+    result = module.main(_load(args))
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from bertops.stages import predict
+
+    return predict.main(args)
+
+
+def _cmd_run(args) -> int:
+    sys.path.insert(0, ".")
+    from flows.pipeline import pipeline
+
+    pipeline(overrides=_parse_overrides(args.set or []))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bertops", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+        sp.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
+                        help="override a parameter, e.g. -S pretrain.max_steps=50")
+
+    d = sub.add_parser("data", help="built-in data")
+    d.add_argument("action", choices=["fetch"])
+    d.add_argument("--force", action="store_true", help="rebuild even if data/ is up to date")
+    common(d)
+    d.set_defaults(func=_cmd_data)
+
+    s = sub.add_parser("stage", help="run one pipeline stage")
+    s.add_argument("name", choices=STAGES)
+    common(s)
+    s.set_defaults(func=_cmd_stage)
+
+    pr = sub.add_parser("predict", help="predict with a fine-tuned model")
+    pr.add_argument("model_dir")
+    pr.add_argument("task")
+    pr.add_argument("inputs", nargs="*", help="texts; for pairs 'A|||B'; for QA 'question|||context'; "
+                                               "or none to read JSON lines from stdin")
+    pr.set_defaults(func=_cmd_predict)
+
+    r = sub.add_parser("run", help="run the whole pipeline as a Prefect flow")
+    common(r)
+    r.set_defaults(func=_cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    apply_offline_env()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BertopsError as e:
+        print(f"bertops: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

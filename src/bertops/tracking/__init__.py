@@ -1,0 +1,100 @@
+"""MLflow tracking for stage entry points (never imported by core training code).
+
+Every stage runs inside `stage_run(name, params)`: an MLflow run in experiment `bertops`, a child of
+the pipeline's parent run when `BERTOPS_PARENT_RUN_ID` is set (the Prefect flow sets it).
+Tracking goes to `MLFLOW_TRACKING_URI`, or `sqlite:///mlflow.db` in the working directory;
+`BERTOPS_TRACKING=off` turns it off (then only local CSV/JSON outputs are written).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+EXPERIMENT = "bertops"
+
+
+def enabled() -> bool:
+    return os.environ.get("BERTOPS_TRACKING", "on").lower() not in {"off", "0", "false", "no"}
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+@contextmanager
+def stage_run(stage: str, params: dict | None = None) -> Iterator[Any]:
+    """Open the MLflow run for one stage; yields the run, or None when tracking is off."""
+    if not enabled():
+        yield None
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(os.environ.get("BERTOPS_EXPERIMENT", EXPERIMENT))
+    parent = os.environ.get("BERTOPS_PARENT_RUN_ID")
+    tags = {"bertops.stage": stage}
+    if os.environ.get("BERTOPS_PIPELINE_RUN"):
+        tags["bertops.pipeline_run"] = os.environ["BERTOPS_PIPELINE_RUN"]
+    with mlflow.start_run(run_name=stage, parent_run_id=parent, nested=parent is not None, tags=tags) as run:
+        if params:
+            flat = {k: str(v)[:500] for k, v in _flatten(params).items()}
+            mlflow.log_params(flat)
+        yield run
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Log numeric metrics (nested dicts flattened with dots) to the active run, if any."""
+    if not enabled():
+        return
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    flat = {k.replace("/", "."): float(v) for k, v in _flatten(metrics).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    mlflow.log_metrics(flat, step=step)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    """Log a file or a directory to the active run, if any."""
+    if not enabled():
+        return
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+    elif path.exists():
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def lightning_loggers(out_dir: str | Path) -> list:
+    """Loggers for a Lightning Trainer: always a CSV log in out_dir, plus the active MLflow run."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers: list = [CSVLogger(str(out_dir), name="logs", version="")]
+    if enabled():
+        import mlflow
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        run = mlflow.active_run()
+        if run is not None:
+            loggers.append(MLFlowLogger(tracking_uri=tracking_uri(), run_id=run.info.run_id,
+                                        experiment_name=os.environ.get("BERTOPS_EXPERIMENT", EXPERIMENT)))
+    return loggers
