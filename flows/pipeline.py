@@ -1,0 +1,197 @@
+"""The bertops pipeline as a Prefect flow: one task per DVC stage, in the order dvc.yaml defines.
+
+Each task runs `dvc repro --single-item STAGE`, so a Prefect run updates dvc.lock and skips
+unchanged stages exactly as `dvc repro` does; there is no second list of stages to drift.
+The flow opens one MLflow parent run; every stage's run is its child. Training stages can be
+sent to a GPU work pool (`gpu_deployment`), where `stage_flow` runs them on a worker.
+
+    python -m flows.pipeline              # run once (Prefect's temporary local server)
+    bertops run -S pretrain.max_steps=50  # the same, with parameter overrides
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bertops.env import apply_offline_env
+
+apply_offline_env()
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINING_STAGES = ("pretrain", "finetune", "evaluate")
+USER_ERROR_MARK = "bertops: error:"
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, returncode: int, tail: str):
+        self.stage, self.returncode, self.tail = stage, returncode, tail
+        self.user_error = USER_ERROR_MARK in tail
+        super().__init__(f"stage {stage!r} failed (exit {returncode}):\n{tail}")
+
+
+def dvc_stage_order(root: Path = ROOT) -> list[str]:
+    """Pipeline stages of dvc.yaml in dependency order, read from DVC's own graph."""
+    import networkx as nx
+    from dvc.repo import Repo
+    from dvc.stage import PipelineStage
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph
+        order = list(reversed(list(nx.topological_sort(graph))))
+        return [s.name for s in order if isinstance(s, PipelineStage)]
+
+
+def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
+    """Write parameter overrides into params.yaml, as `dvc exp run -S` does in the workspace,
+    so DVC sees (and records in dvc.lock) exactly the parameters the run used."""
+    if not overrides:
+        return
+    from ruamel.yaml import YAML
+
+    from bertops.config import Params, load_params_dict
+
+    Params.model_validate(load_params_dict(root / "params.yaml", overrides))  # fail before writing
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    path = root / "params.yaml"
+    tree = yaml.load(path.read_text())
+    for dotted, value in overrides.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    with open(path, "w") as f:
+        yaml.dump(tree, f)
+
+
+def _retry_transient(task_, task_run, state) -> bool:
+    """Retry crashes and transient failures, never a user error (bad data, bad params)."""
+    try:
+        state.result()
+    except StageFailed as e:
+        return not e.user_error
+    except Exception:  # noqa: BLE001 - anything else (OOM kill, lost worker) is worth one retry
+        return True
+    return False
+
+
+def _dvc() -> str:
+    candidate = Path(sys.executable).with_name("dvc")
+    return str(candidate) if candidate.exists() else "dvc"
+
+
+@task(task_run_name="{stage}", retries=1, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
+def run_stage(stage: str, root: str, env: dict[str, str]) -> dict:
+    logger = get_run_logger()
+    # The venv's bin first, so dvc.yaml's `bertops stage ...` commands resolve to this install.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    proc = subprocess.Popen([_dvc(), "repro", "--single-item", stage], cwd=root,
+                            env={**os.environ, **env, "PATH": path}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        logger.info(line.rstrip("\n"))
+    code = proc.wait()
+    if code != 0:
+        raise StageFailed(stage, code, "\n".join(lines[-30:]))
+    skipped = any("didn't change, skipping" in ln for ln in lines)
+    return {"stage": stage, "skipped": skipped}
+
+
+def _publish(stage: str, root: Path) -> None:
+    """Markdown artifacts people read in the Prefect UI."""
+    if stage == "validate":
+        path = root / "artifacts/validation/summary.json"
+        if path.exists():
+            summary = json.loads(path.read_text())
+            md = ["# Data validation", "", f"**success:** {summary.get('success')}", "",
+                  "```json", json.dumps(summary, indent=2)[:20000], "```"]
+            create_markdown_artifact(key="data-validation", markdown="\n".join(md),
+                                     description="Data validation summary")
+    elif stage == "evaluate":
+        path = root / "artifacts/evaluate/report.md"
+        if path.exists():
+            create_markdown_artifact(key="evaluation", markdown=path.read_text(),
+                                     description="Test-split evaluation table")
+    elif stage == "register":
+        path = root / "artifacts/register/result.json"
+        if path.exists():
+            r = json.loads(path.read_text())
+            md = (f"# Registered `{r.get('model_name')}` v{r.get('version')}\n\n"
+                  f"- alias: **{r.get('alias')}**\n- reason: {r.get('reason')}\n")
+            create_markdown_artifact(key="registration", markdown=md, description="Registry decision")
+
+
+@flow(name="bertops-stage")
+def stage_flow(stage: str, env: dict[str, str] | None = None) -> dict:
+    """One stage on whatever worker picked it up (e.g. a GPU worker)."""
+    return run_stage(stage, str(ROOT), env or {})
+
+
+@flow(name="bertops-pipeline", log_prints=True)
+def pipeline(overrides: dict[str, Any] | None = None, gpu_deployment: str | None = None) -> list[dict]:
+    """Run every stage of dvc.yaml; a failed stage fails the flow and nothing after it runs."""
+    from prefect.runtime import flow_run
+
+    apply_overrides(ROOT, overrides or {})
+    stages = dvc_stage_order(ROOT)
+    env = {"BERTOPS_FLOW_RUN_ID": str(flow_run.get_id() or "none"),
+           "BERTOPS_PIPELINE_RUN": str(flow_run.get_name() or "")}
+    results: list[dict] = []
+    with _parent_run(env):
+        for stage in stages:
+            if gpu_deployment and stage in TRAINING_STAGES:
+                from prefect.deployments import run_deployment
+
+                fr = run_deployment(gpu_deployment, parameters={"stage": stage, "env": env})
+                if not fr.state or not fr.state.is_completed():
+                    raise RuntimeError(f"stage {stage!r} on {gpu_deployment} ended {fr.state}")
+                results.append({"stage": stage, "flow_run": str(fr.id)})
+            else:
+                results.append(run_stage(stage, str(ROOT), env))
+            _publish(stage, ROOT)
+    return results
+
+
+class _parent_run:
+    """The MLflow parent run of one pipeline run; children find it through the environment."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.run = None
+
+    def __enter__(self):
+        from bertops import tracking
+
+        if not tracking.enabled():
+            return self
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking.tracking_uri())
+        mlflow.set_experiment(os.environ.get("BERTOPS_EXPERIMENT", tracking.EXPERIMENT))
+        self.run = mlflow.start_run(run_name="pipeline", tags={
+            "bertops.stage": "pipeline", "bertops.prefect_flow_run_id": self.env["BERTOPS_FLOW_RUN_ID"]})
+        self.env["BERTOPS_PARENT_RUN_ID"] = self.run.info.run_id
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.run is not None:
+            import mlflow
+
+            mlflow.end_run(status="FAILED" if exc_type else "FINISHED")
+        return False
+
+
+if __name__ == "__main__":
+    pipeline()

@@ -1,0 +1,135 @@
+"""`register` stage: log the fine-tuned multi-task model and the pretrained encoder to MLflow,
+register a new version with lineage tags and a model card, and apply the promotion gate.
+
+Nothing is registered when validation failed (the DVC graph already stops before this stage; the
+check here guards direct calls too).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bertops.config import Params, load_params_dict
+from bertops.errors import BertopsError
+from bertops.io import write_json
+
+FINETUNE_DIR = Path("artifacts/finetune/model")
+PRETRAIN_DIR = Path("artifacts/pretrain/model")
+EVAL_METRICS = Path("artifacts/evaluate/metrics.json")
+EVAL_REPORT = Path("artifacts/evaluate/report.md")
+VALIDATION = Path("artifacts/validation/summary.json")
+
+
+def _input_example():
+    import pandas as pd
+
+    return pd.DataFrame([{"task": "sentiment", "text": "A warm, funny and clever film.", "text_pair": None}])
+
+
+def _signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    inputs = Schema([ColSpec("string", "task"), ColSpec("string", "text"),
+                     ColSpec("string", "text_pair", required=False)])
+    outputs = Schema([ColSpec("string", "task"), ColSpec("string", "prediction"),
+                      ColSpec("double", "score"), ColSpec("string", "detail")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def _pip_requirements() -> list[str]:
+    import importlib.metadata as md
+
+    return [f"{pkg}=={md.version(pkg)}" for pkg in ("torch", "transformers", "safetensors", "tokenizers",
+                                                      "pandas", "mlflow")]
+
+
+def log_multitask_model(model_dir: Path):
+    """Log the multi-task model as an MLflow model from code (source + safetensors, no pickle)."""
+    import mlflow
+
+    import bertops.model.multitask as multitask
+    import bertops.tracking.pyfunc_model as pyfunc_model
+
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=pyfunc_model.__file__,
+        artifacts={"model_dir": str(model_dir)},
+        code_paths=[multitask.__file__],
+        signature=_signature(),
+        input_example=_input_example(),
+        pip_requirements=_pip_requirements(),
+    )
+
+
+def log_encoder(encoder_dir: Path):
+    """Log the pretrained encoder as a transformers fill-mask model."""
+    import mlflow
+    from transformers import AutoTokenizer, BertForMaskedLM
+
+    model = BertForMaskedLM.from_pretrained(encoder_dir)
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
+    return mlflow.transformers.log_model(
+        transformers_model={"model": model, "tokenizer": tokenizer},
+        name="encoder",
+        task="fill-mask",
+        pip_requirements=_pip_requirements(),
+    )
+
+
+def main(params: Params, root: Path | str = ".") -> dict:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from bertops import tracking
+    from bertops.tracking import registry
+
+    root = Path(root)
+    cfg = params.register
+    for path in (VALIDATION, FINETUNE_DIR, EVAL_METRICS):
+        if not (root / path).exists():
+            raise BertopsError(f"register: {path} is missing; run the stages before it first")
+    validation = json.loads((root / VALIDATION).read_text())
+    if not validation.get("success", False):
+        raise BertopsError(f"register: data validation failed ({VALIDATION}); nothing is registered")
+    metrics = json.loads((root / EVAL_METRICS).read_text())
+    try:
+        gate_value = registry.get_dotted(metrics, cfg.gate_metric)
+    except KeyError:
+        raise BertopsError(f"register: gate metric {cfg.gate_metric!r} not found in {EVAL_METRICS}") from None
+
+    if not tracking.enabled():
+        raise BertopsError("register: MLflow tracking is off (BERTOPS_TRACKING=off); cannot register")
+    params_tree = load_params_dict(root / "params.yaml") if (root / "params.yaml").exists() else {}
+    tags = registry.lineage_tags(root, params_tree, validation_ok=True)
+    report = (root / EVAL_REPORT).read_text() if (root / EVAL_REPORT).exists() else ""
+
+    with tracking.stage_run("register", cfg.model_dump()) as run:
+        mlflow.set_tags(tags)
+        info = log_multitask_model(root / FINETUNE_DIR)
+        encoder_info = log_encoder(root / PRETRAIN_DIR) if (root / PRETRAIN_DIR).exists() else None
+        client = MlflowClient()
+        for name in (cfg.model_name, cfg.encoder_model_name):
+            try:
+                client.get_registered_model(name)
+            except mlflow.exceptions.MlflowException:
+                client.create_registered_model(name, description="Registered by the bertops pipeline")
+        version = mlflow.register_model(info.model_uri, cfg.model_name, tags=tags).version
+        gate = registry.apply_gate(client, cfg.model_name, version, gate_value, cfg.threshold)
+        client.update_model_version(cfg.model_name, version, description=registry.model_card(
+            params_tree, tags, report, gate))
+        encoder_version = None
+        if encoder_info is not None:
+            encoder_version = mlflow.register_model(
+                encoder_info.model_uri, cfg.encoder_model_name,
+                tags={**tags, "bertops.multitask_version": str(version)}).version
+            # The encoder follows the multi-task model it was fine-tuned into.
+            client.set_registered_model_alias(cfg.encoder_model_name, gate["alias"], encoder_version)
+        mlflow.set_tags({"bertops.registered_version": version, "bertops.gate_decision": gate["alias"],
+                         "bertops.gate_reason": gate["reason"]})
+        result = {"model_name": cfg.model_name, "version": version, "encoder_version": encoder_version,
+                  "gate_metric": cfg.gate_metric, "gate_value": gate_value, **gate,
+                  "run_id": run.info.run_id, "tags": tags}
+    write_json(root / cfg.out_dir / "result.json", result)
+    return result
