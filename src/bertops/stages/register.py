@@ -86,7 +86,7 @@ def main(params: Params, root: Path | str = ".") -> dict:
     from bertops.tracking import registry
 
     root = Path(root)
-    cfg = params.register
+    cfg = params.register_
     for path in (VALIDATION, FINETUNE_DIR, EVAL_METRICS):
         if not (root / path).exists():
             raise BertopsError(f"register: {path} is missing; run the stages before it first")

@@ -1,0 +1,35 @@
+"""params.yaml is the one source of parameters; overrides use its dotted keys."""
+
+import pytest
+from pydantic import ValidationError
+
+from bertops.config import load_params
+
+
+def test_repository_params_load():
+    params = load_params("params.yaml")
+    assert set(params.tasks) >= {"sentiment", "topic", "wic", "code-entities", "define-qa"}
+    assert {t.type for t in params.tasks.values()} == {
+        "sequence_classification", "pair_classification", "token_classification", "extractive_qa"}
+
+
+def test_dotted_override_changes_one_key():
+    base = load_params("params.yaml")
+    over = load_params("params.yaml", {"register.threshold": 0.25})
+    assert over.register_.threshold == 0.25
+    assert over.model_dump(exclude={"register_"}) == base.model_dump(exclude={"register_"})
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("register:\n  treshold: 0.1\n")
+    with pytest.raises(ValidationError, match="treshold"):
+        load_params(p)
+
+
+def test_task_type_needs_its_fields(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("tasks:\n  t:\n    type: pair_classification\n    path: x\n    text_fields: [a]\n"
+                 "    labels: [no, yes]\n")
+    with pytest.raises(ValidationError, match="exactly 2 text_fields"):
+        load_params(p)

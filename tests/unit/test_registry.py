@@ -1,0 +1,73 @@
+"""The promotion gate against a real MLflow registry (SQLite), and the lineage tags."""
+
+import json
+
+import pytest
+
+from bertops.tracking import registry
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    c = mlflow.MlflowClient(tracking_uri=uri)
+    c.create_registered_model("m")
+    return c
+
+
+def _new_version(client, tmp_path, n):
+    src = tmp_path / f"model{n}"
+    src.mkdir()
+    return client.create_model_version("m", str(src)).version
+
+
+def test_first_model_becomes_champion(client, tmp_path):
+    v1 = _new_version(client, tmp_path, 1)
+    gate = registry.apply_gate(client, "m", v1, 0.5, threshold=0.0)
+    assert gate["alias"] == "champion"
+    assert client.get_model_version_by_alias("m", "champion").version == v1
+
+
+def test_worse_model_is_never_promoted(client, tmp_path):
+    v1 = _new_version(client, tmp_path, 1)
+    registry.apply_gate(client, "m", v1, 0.5, threshold=0.0)
+    v2 = _new_version(client, tmp_path, 2)
+    gate = registry.apply_gate(client, "m", v2, 0.4, threshold=0.0)
+    assert gate["alias"] == "challenger"
+    assert client.get_model_version_by_alias("m", "champion").version == v1
+    assert client.get_model_version_by_alias("m", "challenger").version == v2
+    tags = client.get_model_version("m", v2).tags
+    assert "does not beat champion 0.5000" in tags["bertops.gate_reason"]
+
+
+def test_better_by_less_than_threshold_is_not_promoted(client, tmp_path):
+    v1 = _new_version(client, tmp_path, 1)
+    registry.apply_gate(client, "m", v1, 0.5, threshold=0.05)
+    v2 = _new_version(client, tmp_path, 2)
+    assert registry.apply_gate(client, "m", v2, 0.53, threshold=0.05)["alias"] == "challenger"
+    v3 = _new_version(client, tmp_path, 3)
+    assert registry.apply_gate(client, "m", v3, 0.56, threshold=0.05)["alias"] == "champion"
+    assert client.get_model_version_by_alias("m", "champion").version == v3
+
+
+def test_get_dotted_reads_mean_of_seed_metrics():
+    metrics = {"mean_score": 0.7, "pretrained": {"sentiment": {"accuracy": {"mean": 0.8, "std": 0.01}}}}
+    assert registry.get_dotted(metrics, "mean_score") == 0.7
+    assert registry.get_dotted(metrics, "pretrained.sentiment.accuracy") == 0.8
+    with pytest.raises(KeyError):
+        registry.get_dotted(metrics, "pretrained.topic.accuracy")
+
+
+def test_lineage_tags_read_dvc_files(tmp_path):
+    (tmp_path / "data.dvc").write_text("outs:\n- md5: abc123.dir\n  path: data\n")
+    (tmp_path / "dvc.lock").write_text(json.dumps({"schema": "2.0", "stages": {
+        "pretrain": {"cmd": "x", "outs": [{"path": "artifacts/pretrain/model", "md5": "f00.dir"}]}}}))
+    tags = registry.lineage_tags(tmp_path, {"seed": 1}, validation_ok=True)
+    assert tags["bertops.data_md5"] == "abc123.dir"
+    assert tags["bertops.validation"] == "passed"
+    assert len(tags["bertops.stage.pretrain"]) == 12
+    assert tags["bertops.params_hash"] == registry.params_hash({"seed": 1})
+    assert tags["bertops.params_hash"] != registry.params_hash({"seed": 2})
