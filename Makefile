@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # dvc.yaml runs `bertops stage ...`: the venv's commands come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test data ui bench lock clean
+.PHONY: install system-deps run test data ui bench lock clean
 
 install: $(STAMP)
 
@@ -31,7 +31,13 @@ data: install
 run: install data
 	$(BIN)/bertops run
 
-test: install
+# Debian's Chromium drives the registry-UI test (headless, loopback only).
+system-deps:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: install system-deps
 	$(BIN)/python -m pytest -q
 
 ui: install
