@@ -5,6 +5,7 @@ so `bertops --help` stays instant.
     bertops stage NAME [-S key=value]  run one pipeline stage (what dvc.yaml calls)
     bertops predict MODEL_DIR TASK ... print predictions of a fine-tuned model
     bertops run                        run the whole pipeline as a Prefect flow
+    bertops serve [--model-uri URI]    serve the registered champion over HTTP (MLflow scoring server)
 """
 
 from __future__ import annotations
@@ -67,6 +68,21 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    import os
+    import shutil
+
+    from bertops.tracking import tracking_uri
+
+    # The MLflow scoring server: POST /invocations with {"dataframe_split": ...}; GET /ping.
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
+    mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+    cmd = [mlflow_bin, "models", "serve", "-m", args.model_uri, "--env-manager", "local",
+           "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    os.execv(mlflow_bin, cmd)
+    return 0  # not reached
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bertops", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="*", help="texts; for pairs 'A|||B'; for QA 'question|||context'; "
                                                "or none to read JSON lines from stdin")
     pr.set_defaults(func=_cmd_predict)
+
+    sv = sub.add_parser("serve", help="serve a registered model over HTTP on loopback")
+    sv.add_argument("--model-uri", default="models:/bertops@champion")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=5001)
+    sv.set_defaults(func=_cmd_serve)
 
     r = sub.add_parser("run", help="run the whole pipeline as a Prefect flow")
     common(r)
