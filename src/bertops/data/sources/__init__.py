@@ -1,0 +1,1 @@
+"""One parser per built-in data source; each reads the files of its pinned package (see bertops.data.fetch)."""
