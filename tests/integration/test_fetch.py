@@ -55,7 +55,12 @@ def test_counts_are_plausible(tasks, corpus, repo_params):
 
 
 def test_corpus_records(corpus, repo_params):
+    from bertops.validation.rules import normalize_text
+
+    all_texts = [normalize_text(d["text"]) for docs in corpus.values() for d in docs]
+    assert len(set(all_texts)) == len(all_texts)  # validate's duplicate_document, corpus-wide
     for source, docs in corpus.items():
+        assert min(len(d["text"]) for d in docs) >= repo_params.validate_.corpus_min_chars, source
         ids = [d["id"] for d in docs]
         assert ids == sorted(ids) and len(set(ids)) == len(ids)
         assert len({d["text"] for d in docs}) == len(docs)
@@ -129,6 +134,33 @@ def test_held_out_documents_not_in_corpus(tasks, corpus):
     assert train_docs & corpus_ids  # the train pages are pretraining text
 
 
+def test_held_out_examples_pass_validate_leak_rules(tasks, corpus, repo_params):
+    """validate's text_in_one_split and not_in_pretraining_corpus, by its own code (the fetch has
+    a copy): the near-copies of bbc articles and the sentences Django pages repeat are gone."""
+    from bertops.text.sentences import split_sentences
+    from bertops.validation import rules
+    from bertops.validation.contamination import SentenceIndex
+
+    vp = repo_params.validate_
+    index = SentenceIndex(vp.contamination_min_words)
+    for source, docs in corpus.items():
+        for line, d in enumerate(docs, 1):
+            index.add(split_sentences(d["text"]), source, line)
+    for task, splits in tasks.items():
+        tp = repo_params.tasks[task]
+        seen: set = set()
+        for split in B.SPLITS:
+            keys = {rules.example_key(tp.type, r, tp.text_fields, tp.tokens_field) for r in splits[split]} - {None}
+            assert not keys & seen, (task, split, sorted(keys & seen)[:3])
+            seen |= keys
+            if split not in vp.contamination_splits:
+                continue
+            for r in splits[split]:
+                found, checked, first = index.overlap(rules.example_texts(tp.type, r, tp.text_fields,
+                                                                          tp.tokens_field))
+                assert not (found and found >= vp.contamination_min_overlap * checked), (task, split, r["id"], first)
+
+
 def test_manifest_matches_files(fetched):
     manifest = json.loads((fetched / "MANIFEST.json").read_text())
     files = sorted(p.relative_to(fetched).as_posix() for p in fetched.rglob("*")
@@ -143,6 +175,11 @@ def test_manifest_matches_files(fetched):
     for s in manifest["sources"]:
         assert s["registry"] in ("pypi", "debian") and s["package"] and s["version"] and s["license"]
     assert "Princeton University" in (fetched / "licenses/wordnet.txt").read_text()
+    # what was left out is on record: Django pages repeat sentences, bbc has near-copies
+    dropped = manifest["dropped"]
+    assert dropped["tasks"]["code-entities"]["validation"]["in_earlier_split"] > 0
+    assert dropped["tasks"]["topic"]["test"]["in_corpus"] > 0 and dropped["sources"]["bbc"]["duplicate"] > 98
+    assert dropped["corpus"]["django-docs"]["short"] > 0
 
 
 def test_second_fetch_is_skipped(fetched, repo_params):

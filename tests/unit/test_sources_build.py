@@ -28,6 +28,17 @@ def test_corpus_documents_filters_and_normalizes():
     assert out == [{"id": "b", "source": "src", "text": "One sentence.\n\nTwo sentences here. Yes."}]
 
 
+def test_corpus_documents_drops_short_and_near_duplicates_across_sources():
+    seen, why = set(), Counter()
+    first = B.corpus_documents("s1", [("a", "Contents. Index."), ("b", "A real page. It has text enough.")],
+                               min_sentences=2, min_chars=20, seen=seen, dropped=why)
+    second = B.corpus_documents("s2", [("c", "a REAL page -- it has text, enough"),
+                                       ("d", "Another page entirely. With two sentences.")],
+                                min_sentences=2, min_chars=20, seen=seen, dropped=why)
+    assert [d["id"] for d in first] == ["b"] and [d["id"] for d in second] == ["d"]
+    assert why == {"short": 1, "duplicate": 1}
+
+
 def test_sentence_spans_match_text():
     text = "First one, e.g. here.  Second  one! Third?"
     spans = B.sentence_spans(text)
@@ -49,6 +60,10 @@ def test_topic_dedupes_articles_and_splits_by_id():
             Article("bbc/sports/001", "sport", "Other.")]
     kept = B.dedupe_articles(arts)
     assert [a.id for a in kept] == ["bbc/sports/001", "bbc/tech/001"]
+    # the package's near-copies differ in spacing, case or a full stop
+    near = [Article("bbc/sports/182", "sport", "Same  text\n\nMore"),
+            Article("bbc/sports/181", "sport", "same text. More.")]
+    assert [a.id for a in B.dedupe_articles(near)] == ["bbc/sports/181"]
     splits = B.topic_task(kept, FRACTIONS)
     for split, recs in splits.items():
         assert all(B.split_of(r["id"], *FRACTIONS) == split for r in recs)

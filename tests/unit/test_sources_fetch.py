@@ -65,6 +65,12 @@ def test_up_to_date_needs_matching_params_and_files(tmp_path, repo_params):
     assert not fetch.up_to_date(tmp_path, other)
     moved = repo_params.model_copy(update={"data": repo_params.data.model_copy(update={"dir": "elsewhere"})})
     assert fetch.up_to_date(tmp_path, moved)  # the output dir is not part of the fingerprint
+    # the fetch obeys validate's corpus and leak thresholds, not its report settings
+    vp = repo_params.validate_
+    stricter = repo_params.model_copy(update={"validate_": vp.model_copy(update={"corpus_min_chars": 500})})
+    assert not fetch.up_to_date(tmp_path, stricter)
+    report = repo_params.model_copy(update={"validate_": vp.model_copy(update={"out_dir": "elsewhere"})})
+    assert fetch.up_to_date(tmp_path, report)
     (tmp_path / "corpus/a.jsonl").write_text("changed\n")
     assert not fetch.up_to_date(tmp_path, repo_params)
 

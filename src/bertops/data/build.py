@@ -3,7 +3,8 @@
 Everything here is pure and deterministic: splits come from a stable hash of a key (never
 Python's salted `hash`), sampling from `random.Random` seeded with a string, and every list
 is sorted before it is written. Validation/test examples and the documents they came from are
-kept out of the pretraining corpus.
+kept out of the pretraining corpus; bertops.data.leaks then drops held-out examples that other
+documents still put there (near-copies, sentences a page repeats).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import hashlib
 import itertools
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
+from bertops.data.leaks import SPLITS, normalize_text
 from bertops.data.sources.bbc import Article
 from bertops.data.sources.django_docs import Paragraph
 from bertops.data.sources.rotten_tomatoes import Row
 from bertops.data.sources.wordnet import Usage, find_word
-
-SPLITS = ("train", "validation", "test")
 
 # WordNet lexicographer file names, by lex_filenum (WordNet 3.0 lexnames(5WN)).
 LEXNAMES = (
@@ -90,16 +91,27 @@ def normalize(text: str) -> str:
     return "\n\n".join(p for p in paras if p)
 
 
-def corpus_documents(source: str, docs: list[tuple[str, str]], min_sentences: int) -> list[dict]:
-    """{"id","source","text"} records, sorted by id, dropping documents with too few sentences
-    (next-sentence prediction needs at least two) and exact duplicate texts."""
-    out, seen = [], set()
+def corpus_documents(source: str, docs: list[tuple[str, str]], min_sentences: int, min_chars: int = 0,
+                     seen: set[str] | None = None, dropped: Counter | None = None) -> list[dict]:
+    """{"id","source","text"} records, sorted by id, dropping documents shorter than `min_chars`
+    (validate's corpus_min_chars: stubs such as a contents page), with too few sentences
+    (next-sentence prediction needs at least two), or whose text is a duplicate once case,
+    punctuation and spacing are ignored (validate's duplicate_document rule). `seen` (normalized
+    texts) carries across sources; `dropped` counts by reason."""
+    out, seen = [], set() if seen is None else seen
+    dropped = Counter() if dropped is None else dropped
     for doc_id, text in sorted(docs):
         text = normalize(text)
-        if text in seen or count_sentences(text, at_least=min_sentences) < min_sentences:
-            continue
-        seen.add(text)
-        out.append({"id": doc_id, "source": source, "text": text})
+        key = normalize_text(text)
+        if len(text) < min_chars:
+            dropped["short"] += 1
+        elif key in seen:
+            dropped["duplicate"] += 1
+        elif count_sentences(text, at_least=min_sentences) < min_sentences:
+            dropped["few_sentences"] += 1
+        else:
+            seen.add(key)
+            out.append({"id": doc_id, "source": source, "text": text})
     return out
 
 
@@ -137,11 +149,14 @@ def sentiment_task(rows: list[Row], fractions: tuple[float, float], cap: int | N
 
 
 def dedupe_articles(articles: list[Article]) -> list[Article]:
-    """Drop exact duplicate texts (the package has 98), keeping the lowest id."""
+    """Drop duplicate texts, keeping the lowest id: the package has 98 exact copies and a few
+    more differing only in spacing or a full stop, so texts compare normalized (case,
+    punctuation and spacing ignored, as validate's duplicate rules do)."""
     seen, out = set(), []
     for a in sorted(articles, key=lambda a: a.id):
-        if a.text not in seen:
-            seen.add(a.text)
+        key = normalize_text(a.text)
+        if key not in seen:
+            seen.add(key)
             out.append(a)
     return out
 

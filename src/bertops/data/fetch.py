@@ -3,8 +3,10 @@
 1. If a DVC remote is configured and data/ is the repo's tracked data/, try `dvc pull data.dvc`.
 2. Download each source package once into the cache ($BERTOPS_CACHE, else
    ~/.cache/bertops/downloads) with pip / apt-get, and check its sha256 against the pin.
-3. Parse (bertops.data.sources.*), build corpus and task splits (bertops.data.build) into a
-   temporary directory, write MANIFEST.json, then rename it onto data/.
+3. Parse (bertops.data.sources.*), build corpus and task splits (bertops.data.build), drop
+   held-out examples that the train split or the corpus already hold (bertops.data.leaks, by
+   the `validate` rules and params), write all into a temporary directory with MANIFEST.json,
+   then rename it onto data/.
 
 Run twice with the same params, the bytes are identical; with a MANIFEST that matches the
 params and files, nothing is done (unless force).
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +31,7 @@ from bertops.errors import BertopsError
 from bertops.io import atomic_path, write_json, write_jsonl
 
 # Bump when a change of code changes the bytes of data/ (a stale MANIFEST then rebuilds).
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -126,10 +129,16 @@ def extract_deb(deb: Path, dest: Path) -> Path:
     return dest
 
 
+# `validate` params the fetch obeys, so that what it builds passes that stage
+VALIDATE_KEYS = {"corpus_min_chars", "contamination_min_words", "contamination_min_overlap",
+                 "contamination_splits"}
+
+
 def fingerprint(params) -> dict:
     """What the bytes of data/ depend on (the output dir itself excluded)."""
     data = params.data.model_dump(mode="json", exclude={"dir"})
-    return {"build_version": BUILD_VERSION, "data": data, "seed": params.seed,
+    validate = params.validate_.model_dump(mode="json", include=VALIDATE_KEYS)
+    return {"build_version": BUILD_VERSION, "data": data, "validate": validate, "seed": params.seed,
             "packages": {k: p.sha256 for k, p in sorted(PACKAGES.items())}}
 
 
@@ -167,9 +176,10 @@ def _progress():
 def build(params, out: Path, progress) -> dict:
     """Download, parse and write everything under `out`; return the MANIFEST dict."""
     from bertops.data import build as B
+    from bertops.data import leaks
     from bertops.data.sources import austen, bbc, django_docs, rotten_tomatoes, speeches, wordnet
 
-    dp = params.data
+    dp, vp = params.data, params.validate_
     unknown = sorted(set(dp.corpus_sources) - set(CORPUS_SOURCES))
     if unknown:
         raise BertopsError(f"params data.corpus_sources: unknown source(s) {unknown}; "
@@ -195,6 +205,7 @@ def build(params, out: Path, progress) -> dict:
         return dp.max_examples.get(task)
 
     step = progress.add_task("parsing sources", total=len(needed))
+    dropped: dict = {"sources": {}, "corpus": {}, "tasks": {}}  # what was left out, and why
     with tempfile.TemporaryDirectory(prefix="bertops-debs-") as tmp:
         parsed: dict[str, object] = {}
         notices: dict[str, str] = {}  # licences that must travel with the data
@@ -206,7 +217,9 @@ def build(params, out: Path, progress) -> dict:
                 root = extract_deb(path, Path(tmp) / "austen") / "usr/lib/R/site-library/janeaustenr/data"
                 parsed[source] = austen.documents(root / "Rdata.rdx", root / "Rdata.rdb")
             elif source == "bbc":
-                parsed[source] = B.dedupe_articles(bbc.read_wheel(path))
+                articles = bbc.read_wheel(path)
+                parsed[source] = B.dedupe_articles(articles)
+                dropped["sources"]["bbc"] = {"duplicate": len(articles) - len(parsed[source])}
             elif source == "rotten-tomatoes":
                 parsed[source] = rotten_tomatoes.read_wheel(path)
             elif source == "speeches":
@@ -247,13 +260,23 @@ def build(params, out: Path, progress) -> dict:
     step = progress.add_task("writing corpus", total=len(dp.corpus_sources))
     manifest_files = {}
     counts: dict = {"corpus": {}, "tasks": {}}
+    seen_texts: set[str] = set()  # duplicates are corpus-wide, across sources
+    index = leaks.SentenceIndex(vp.contamination_min_words)
     for name in sorted(dp.corpus_sources):
-        docs = B.corpus_documents(name, raw_corpus[name], dp.min_sentences)
+        why = Counter()
+        docs = B.corpus_documents(name, raw_corpus[name], dp.min_sentences, vp.corpus_min_chars,
+                                  seen_texts, why)
+        for d in docs:
+            index.add_document(d["text"])
         rel = f"corpus/{name}.jsonl"
         write_jsonl(out / rel, docs)
         counts["corpus"][name] = {"documents": len(docs), "characters": sum(len(d["text"]) for d in docs)}
+        dropped["corpus"][name] = dict(sorted(why.items()))
         progress.advance(step)
     for task, splits in sorted(tasks.items()):
+        # near-copies and repeated sentences: drop what `validate` would flag as leaked
+        splits, dropped["tasks"][task] = leaks.drop_leaks(splits, index, vp.contamination_min_overlap,
+                                                          vp.contamination_splits)
         counts["tasks"][task] = {}
         for split in B.SPLITS:
             write_jsonl(out / f"tasks/{task}/{split}.jsonl", splits[split])
@@ -276,6 +299,7 @@ def build(params, out: Path, progress) -> dict:
                     for s in used],
         "files": manifest_files,
         "counts": counts,
+        "dropped": dropped,
     }
 
 
