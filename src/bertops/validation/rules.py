@@ -16,7 +16,6 @@ from typing import Any, Iterable, Sequence
 
 from bertops.text.sentences import split_sentences
 
-_WORD = re.compile(r"\w+")
 
 # Rule names (GX rules are named "<check>:<field>" in suites.py)
 MIN_SENTENCES = "min_sentences:text"
@@ -33,10 +32,9 @@ FILE_EXISTS = "file_exists"
 FILE_NOT_EMPTY = "file_not_empty"
 
 
-def normalize_text(text: str) -> str:
-    """Casefolded words joined by single spaces: spacing, punctuation and case differences
-    (e.g. tokens joined with spaces vs the original prose) do not hide a duplicate."""
-    return " ".join(_WORD.findall(text.casefold()))
+# One definition, shared with the fetch (which drops the examples these rules would reject):
+# casefolded words joined by single spaces, so spacing, punctuation and case do not hide a duplicate.
+from bertops.data.leaks import normalize_text  # noqa: E402
 
 
 def count_sentences(text: str) -> int:
