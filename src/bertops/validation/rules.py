@@ -10,7 +10,6 @@ sentence counts, and the keys used by the cross-split and duplicate checks.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from typing import Any, Iterable, Sequence
 
