@@ -62,9 +62,13 @@ def _cmd_predict(args) -> int:
 
 def _cmd_run(args) -> int:
     sys.path.insert(0, ".")
-    from flows.pipeline import pipeline
+    from flows.pipeline import StageFailed, pipeline
 
-    pipeline(overrides=_parse_overrides(args.set or []))
+    try:
+        pipeline(overrides=_parse_overrides(args.set or []))
+    except StageFailed as e:  # the stage already printed its own message; end without a traceback
+        print(f"bertops: error: pipeline stopped at stage {e.stage!r}; nothing after it ran", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -131,14 +131,14 @@ class FinetuneParams(_Section):
     ] = "last"
     sampling: Literal["proportional", "temperature", "uniform"] = "temperature"
     temperature: float = Field(2.0, gt=0)
-    max_train_examples_per_task: int | None = 2000
-    max_eval_examples_per_task: int | None = 500
+    max_train_examples_per_task: int | None = 1000
+    max_eval_examples_per_task: int | None = 400
     batch_size: int = 32
     eval_batch_size: int = 64
     max_epochs: int = 3
     max_steps: int = -1  # -1: no cap beyond max_epochs
     steps_per_epoch: int | None = None  # None: one pass over every task's batches
-    learning_rate: float = 5e-5  # encoder
+    learning_rate: float = 1e-4  # encoder
     head_learning_rate: float = 5e-4  # task heads (and the layer mix), freshly initialised
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -203,7 +203,7 @@ class PretrainParams(_Section):
     devices: int | str | list[int] = "auto"
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
-    num_workers: int = Field(0, ge=0)
+    num_workers: int | None = Field(None, ge=0)  # None: 0 on CPU, 4 with a GPU
     log_every_n_steps: int = Field(10, ge=1)
     checkpoint_every_n_steps: int = Field(100, ge=1)
     eval_every_n_steps: int | None = 200  # in-training validation on limit_val_batches; None: off
