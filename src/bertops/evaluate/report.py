@@ -1,0 +1,261 @@
+"""The evaluation report: seed aggregation, the pretrained-vs-random verdict, the markdown table
+and the pictures (confusion matrices, learning curves). Pure functions over plain dicts; files are
+written only by the `write_*`/`plot_*` functions, to the paths they are given.
+
+Shapes used throughout:
+- a run: {task: {metric: value}}, the test metrics of one fine-tuned model (one seed);
+- an aggregate: {task: {metric: {"mean", "std", "n"}}, "mean_score": {...}}, where every task
+  also carries "score" (metrics.task_score) and "mean_score" is the per-run mean of the task
+  scores, aggregated over runs.
+Spread is the sample standard deviation over seeds (ddof=1); with one run it is 0 and n=1 says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from bertops.evaluate.metrics import task_score
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample std (ddof=1; 0 for one value) and n."""
+    if not values:
+        raise ValueError("no values to summarize")
+    vals = [float(v) for v in values]
+    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return {"mean": statistics.fmean(vals), "std": std, "n": len(vals)}
+
+
+def format_mean_std(stat: Mapping[str, float], digits: int = 3) -> str:
+    """'0.812 ± 0.013' for several runs, '0.812' for one (no spread was measured)."""
+    if stat.get("n", 1) > 1:
+        return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}"
+
+
+def aggregate_runs(runs: Sequence[Mapping[str, Mapping[str, float]]],
+                   task_types: Mapping[str, str],
+                   task_metric: Mapping[str, str] | None = None) -> dict:
+    """Mean/std over runs of every metric of every task, of each task's score and of the mean score."""
+    if not runs:
+        raise ValueError("no runs to aggregate")
+    out: dict = {}
+    mean_scores = []
+    for run in runs:
+        missing = set(task_types) - set(run)
+        if missing:
+            raise ValueError(f"run has no metrics for tasks {sorted(missing)}")
+        mean_scores.append(statistics.fmean(
+            task_score(task_types[t], run[t], (task_metric or {}).get(t)) for t in task_types))
+    for task, ttype in task_types.items():
+        names = list(runs[0][task])
+        out[task] = {name: summarize([run[task][name] for run in runs]) for name in names}
+        out[task]["score"] = summarize(
+            [task_score(ttype, run[task], (task_metric or {}).get(task)) for run in runs])
+    out["mean_score"] = summarize(mean_scores)
+    return out
+
+
+def verdict(pretrained: Mapping[str, float], random_init: Mapping[str, float],
+            floor: float | None = None) -> dict:
+    """Does pretraining help? Rule: mean(pretrained) - mean(random) > max(std_pretrained, std_random),
+    i.e. the gain exceeds the seed-to-seed spread, and mean(pretrained) > `floor` (the majority
+    baseline's score, when given): two models that both output a constant class have zero spread,
+    and one "beating" the other then says nothing about pretraining. Needs >= 2 runs of each
+    ("n/a" otherwise)."""
+    diff = pretrained["mean"] - random_init["mean"]
+    spread = max(pretrained["std"], random_init["std"])
+    above = None if floor is None else pretrained["mean"] > floor
+    if min(pretrained.get("n", 1), random_init.get("n", 1)) < 2:
+        decision = "n/a"
+    else:
+        decision = "yes" if diff > spread and above is not False else "no"
+    out = {"difference": diff, "max_std": spread, "pretrained_beats_random": decision}
+    if floor is not None:
+        out["majority"], out["above_majority"] = floor, above
+    return out
+
+
+# --- markdown ---------------------------------------------------------------------------------
+
+def score_table(aggregates: Mapping[str, Mapping], tasks: Sequence[str],
+                primary: Mapping[str, str] | None = None) -> str:
+    """One row per model, one column per task (its score), plus the mean score."""
+    head = ["model"] + [f"{t} ({(primary or {}).get(t, 'score')})" for t in tasks] + ["mean score", "runs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, agg in aggregates.items():
+        cells = [name] + [format_mean_std(agg[t]["score"]) for t in tasks]
+        cells += [format_mean_std(agg["mean_score"]), str(agg["mean_score"]["n"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def detail_table(aggregates: Mapping[str, Mapping], task: str) -> str:
+    """All metrics of one task, one row per model."""
+    names = [k for k in next(iter(aggregates.values()))[task] if k != "score"]
+    lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for model, agg in aggregates.items():
+        lines.append(f"| {model} | " + " | ".join(format_mean_std(agg[task][n]) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def verdict_table(verdicts: Mapping[str, Mapping], aggregates: Mapping[str, Mapping],
+                  pretrained: str, random_init: str) -> str:
+    floor = any("majority" in v for v in verdicts.values())
+    lines = [f"| task | {pretrained} | {random_init} | difference | max std |"
+             + (" majority |" if floor else "") + " pretraining helps |",
+             "|---|---|---|---|---|" + ("---|" if floor else "") + "---|"]
+    for task, v in verdicts.items():
+        cells = [task, format_mean_std(aggregates[pretrained][task]["score"]),
+                 format_mean_std(aggregates[random_init][task]["score"]),
+                 f"{v['difference']:+.3f}", f"{v['max_std']:.3f}"]
+        if floor:
+            cells.append(f"{v['majority']:.3f}" if "majority" in v else "")
+        cells.append(v["pretrained_beats_random"])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_report(aggregates: Mapping[str, Mapping], tasks: Sequence[str], *,
+                  primary: Mapping[str, str], notes: Sequence[str] = (),
+                  verdicts: Mapping[str, Mapping] | None = None,
+                  pretrained: str = "pretrained", random_init: str = "random_init",
+                  plots: Sequence[str] = ()) -> str:
+    parts = ["# Evaluation", "", *notes, "", "## Scores (mean ± std over seeds)", "",
+             score_table(aggregates, tasks, primary), ""]
+    if verdicts:
+        parts += ["## Does pretraining help?", "",
+                  ("Rule: yes when mean(pretrained) − mean(random-init) > max(std of the two), "
+                   "i.e. the gain is larger than the seed-to-seed spread, and the pretrained mean is "
+                   "above the majority baseline (when it is run); n/a with fewer than 2 seeds."),
+                  "", verdict_table(verdicts, aggregates, pretrained, random_init), ""]
+    parts += ["## All metrics per task", ""]
+    for task in tasks:
+        parts += [f"### {task}", "", detail_table(aggregates, task), ""]
+    if plots:
+        parts += ["## Plots", ""] + [f"![{Path(p).stem}](plots/{Path(p).name})" for p in plots] + [""]
+    return "\n".join(parts)
+
+
+# --- pictures ---------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion_matrix(cm: Sequence[Sequence[int]], labels: Sequence, title: str, path: str | Path) -> Path:
+    """Counts with rows = gold, columns = predicted, each cell annotated."""
+    plt = _pyplot()
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.2 * n + 2.5, 1.0 * n + 2))
+    im = ax.imshow(cm, cmap="Blues")
+    names = [str(lab) for lab in labels]
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(title)
+    top = max((max(row) for row in cm), default=0)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(cm[i][j]), ha="center", va="center",
+                    color="white" if cm[i][j] > top / 2 else "black")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[float, float]]]:
+    """Lightning CSVLogger's metrics.csv as {column: [(step, value), ...]}, empty cells skipped."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            step = row.get("step")
+            if step in (None, ""):
+                continue
+            for col, val in row.items():
+                if col in ("step", "epoch") or val in (None, ""):
+                    continue
+                try:
+                    v = float(val)
+                except ValueError:
+                    continue
+                if not math.isnan(v):
+                    series.setdefault(col, []).append((float(step), v))
+    return series
+
+
+def task_columns(columns: Sequence[str], task: str) -> list[str]:
+    """The logged columns that belong to `task`: the name as one segment of a '/', '_' or '.' path."""
+    import re
+
+    pat = re.compile(rf"(^|[/._]){re.escape(task)}($|[/._])")
+    return sorted(c for c in columns if pat.search(c))
+
+
+def plot_learning_curves(runs: Mapping[str, Mapping[str, list[tuple[float, float]]]], task: str,
+                         path: str | Path) -> Path | None:
+    """One panel per logged column of `task` (losses, validation metrics), one line per run.
+
+    `runs` maps a run label (e.g. "pretrained seed 1") to its read_metrics_csv() series.
+    Returns None when no run logged anything for the task.
+    """
+    cols = sorted({c for series in runs.values() for c in task_columns(list(series), task)
+                   if not c.endswith("score")})  # "score" repeats the task's main metric
+    if not cols:
+        return None
+    plt = _pyplot()
+    ncols = min(3, len(cols))
+    nrows = math.ceil(len(cols) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.3 * nrows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(cols):]:
+        ax.set_visible(False)
+    for ax, col in zip(flat, cols):
+        for label, series in runs.items():
+            pts = series.get(col)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 30 else None,
+                        label=label)
+        ax.set_title(col, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    flat[0].legend(fontsize=7)
+    fig.suptitle(f"{task}: fine-tuning curves")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_curves_csv(runs: Mapping[str, Mapping[str, list[tuple[float, float]]]], task: str,
+                     path: str | Path) -> Path | None:
+    """Long-format CSV (run, metric, step, value) of a task's curves, for `dvc plots`."""
+    rows = [(label, col, step, value)
+            for label, series in runs.items()
+            for col in task_columns(list(series), task)
+            for step, value in series[col]]
+    if not rows:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "metric", "step", "value"])
+        w.writerows(rows)
+    return path

@@ -1,0 +1,78 @@
+"""Stage `pretrain`: MLM + NSP pretraining of BERT from scratch on artifacts/pretraining_data.
+
+Inputs: `pretrain.data_dir` (DatasetDict train/validation), `pretrain.tokenizer_dir`.
+Outputs under `pretrain.out_dir`: model/ (a standard BertForPreTraining + tokenizer files: loads
+with `BertForPreTraining.from_pretrained` and `pipeline("fill-mask", ...)` without bertops),
+metrics.json (held-out MLM/NSP accuracy next to trivial baselines), checkpoints/last.ckpt (a killed
+run resumes from it), logs/metrics.csv and plots/pretrain_curves.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+from bertops import tracking
+from bertops.config import Params
+
+log = logging.getLogger(__name__)
+
+
+def main(params: Params) -> dict:
+    from bertops.train.flops import FLOP_CONVENTION
+    from bertops.train.pretrain import fit_pretraining
+
+    p = params.pretrain
+    out_dir = Path(p.out_dir)
+    section = {"model": params.model.model_dump(), "pretrain": p.model_dump(), "seed": params.seed}
+    with tracking.stage_run("pretrain", section) as run:
+        if run is not None:
+            import mlflow
+
+            mlflow.set_tag("bertops.flop_convention", FLOP_CONVENTION)
+        result = fit_pretraining(params, p.data_dir, p.tokenizer_dir, out_dir,
+                                 loggers=tracking.lightning_loggers(out_dir))
+        tracking.log_metrics({f"heldout.{k}": v for k, v in result["metrics"].items() if v is not None})
+        plot = plot_curves(out_dir / "logs" / "metrics.csv", out_dir / "plots" / "pretrain_curves.png")
+        tracking.log_artifact(out_dir / "metrics.json", "pretrain")
+        if plot is not None:
+            tracking.log_artifact(plot, "pretrain/plots")
+        tracking.log_artifact(out_dir / "model", "pretrain/model")
+    return {"model_dir": result["model_dir"], "metrics_path": result["metrics_path"],
+            "metrics": result["metrics"]}
+
+
+def plot_curves(metrics_csv: Path, out: Path) -> Path | None:
+    """Loss and accuracy curves from the Lightning CSV log (None if nothing was logged)."""
+    if not metrics_csv.exists():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bertops.io import atomic_path
+
+    series: dict[str, list[tuple[float, float]]] = {}
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if value and key.startswith(("train/", "val/")) and row.get("step"):
+                    series.setdefault(key, []).append((float(row["step"]), float(value)))
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, kind in zip(axes, ("loss", "accuracy")):
+        for key in sorted(series):
+            if key.endswith(kind) and "/" in key:
+                xs, ys = zip(*series[key])
+                ax.plot(xs, ys, marker="o" if key.startswith("val/") else None, markersize=3, label=key)
+        ax.set_xlabel("step")
+        ax.set_title(f"pretraining {kind}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,207 @@
+"""The pretrain stage end to end on tiny inputs, and resuming a run that was really killed.
+
+Inputs are a tiny hand-written WordPiece tokenizer and a tiny NSP dataset in the
+artifacts/pretraining_data format (tests/pretrain_helpers.py); the model is 1-2 layers, hidden 32.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertops.config import load_params
+from tests.pretrain_helpers import write_tiny_pretraining_inputs
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def tiny_params(tmp: Path, data_dir: Path, tok_dir: Path, **pretrain):
+    overrides = {"model.preset": "tiny", "model.overrides": TINY_MODEL,
+                 "pretrain.data_dir": str(data_dir), "pretrain.tokenizer_dir": str(tok_dir),
+                 "pretrain.out_dir": str(tmp / "pretrain"), "pretrain.batch_size": 16,
+                 "pretrain.learning_rate": 3e-3, "pretrain.warmup_steps": 5, "pretrain.peak_tflops": 0.05,
+                 "pretrain.log_every_n_steps": 5, "pretrain.accelerator": "cpu", "pretrain.devices": 1}
+    overrides.update({f"pretrain.{k}": v for k, v in pretrain.items()})
+    return load_params(REPO / "params.yaml", overrides)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return write_tiny_pretraining_inputs(tmp_path_factory.mktemp("pretrain_inputs"), n_train=512, n_val=128)
+
+
+@pytest.mark.slow
+def test_pretrain_stage_on_tiny_data(inputs, tmp_path, monkeypatch):
+    from transformers import BertForPreTraining, pipeline
+
+    from bertops.stages import pretrain as stage
+
+    monkeypatch.setenv("BERTOPS_TRACKING", "on")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("BERTOPS_EXPERIMENT", "test-pretrain")
+    params = tiny_params(tmp_path, *inputs, max_steps=60, checkpoint_every_n_steps=25,
+                         eval_every_n_steps=30, limit_val_batches=2)
+    result = stage.main(params)
+
+    out = tmp_path / "pretrain"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == {**result["metrics"], "info": metrics["info"]}
+    assert metrics["global_step"] == 60 and metrics["resumed_from_step"] == 0
+    assert metrics["nsp_examples"] == 128 and metrics["mlm_predictions"] > 0
+    # the synthetic text is learnable: MLM must beat always predicting the most frequent token
+    # ("the", about a quarter of the masked tokens) by a wide margin after 60 steps
+    assert metrics["mlm_accuracy"] > metrics["baseline_mlm_most_frequent_token_accuracy"] + 0.05
+    # NSP needs far longer than 60 steps at this size (its correctness is checked against stock
+    # BERT in tests/unit/test_model.py); here: the baseline is the validation share of the
+    # training split's majority label
+    from datasets import load_from_disk
+
+    dd = load_from_disk(str(inputs[0]))
+    majority = max((0, 1), key=list(dd["train"]["next_sentence_label"]).count)
+    share = list(dd["validation"]["next_sentence_label"]).count(majority) / 128
+    assert metrics["baseline_nsp_majority_accuracy"] == pytest.approx(share)
+    assert 0 <= metrics["nsp_accuracy"] <= 1 and metrics["nsp_loss"] > 0
+    assert metrics["train_tokens_per_s"] > 0 and 0 < metrics["mfu"] < metrics["mfu_stock_flops"]
+    assert "6*(L*(4h^2+2h*I)" in metrics["info"]["flop_convention"]
+
+    # a standard checkpoint + tokenizer; the fill-mask pipeline loads it
+    model = BertForPreTraining.from_pretrained(str(out / "model"))
+    assert model.config.hidden_size == 32 and model.config.vocab_size == metrics["info"]["vocab_size"]
+    assert len(pipeline("fill-mask", model=str(out / "model"), top_k=2)("the market [MASK] the team.")) == 2
+    assert (out / "checkpoints" / "last.ckpt").exists() and (out / "plots" / "pretrain_curves.png").exists()
+
+    # logged to MLflow: curves from Lightning, held-out metrics, the FLOP convention
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["test-pretrain"], output_format="list")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.metrics["heldout.mlm_accuracy"] == pytest.approx(metrics["mlm_accuracy"])
+    assert "train/mlm_loss" in run.data.metrics and "perf/tokens_per_s" in run.data.metrics
+    assert "val/nsp_accuracy" in run.data.metrics
+    assert run.data.tags["bertops.flop_convention"].startswith("train FLOPs/token")
+
+    # re-running with the same settings resumes at the end: nothing retrained, same model
+    before = (out / "model" / "model.safetensors").read_bytes()
+    again = stage.main(params)
+    assert again["metrics"]["resumed_from_step"] == 60
+    assert (out / "model" / "model.safetensors").read_bytes() == before
+
+
+RECORDER = '''
+import hashlib, json, time
+import lightning as L
+
+class BatchRecorder(L.Callback):
+    """Writes (global step, digest of the masked batch) for every trained batch."""
+    def __init__(self, path, delay=0.0):
+        self.path, self.delay = path, delay
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        digest = hashlib.sha1(batch["input_ids"].numpy().tobytes() + batch["labels"].numpy().tobytes()).hexdigest()
+        with open(self.path, "a") as f:
+            f.write(json.dumps([trainer.global_step, digest]) + "\\n")
+    def on_train_batch_end(self, *args):
+        time.sleep(self.delay)  # slow enough to be killed between two checkpoints
+'''
+
+
+def _records(path: Path) -> dict[int, str]:
+    return {step: digest for step, digest in map(json.loads, path.read_text().splitlines())}
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_where_it_stopped(inputs, tmp_path, monkeypatch):
+    """SIGKILL a real training process after a checkpoint, restart, and compare with a run that was
+    never interrupted. Asserted: the restart begins at the checkpoint's global step (not 0) and ends
+    at max_steps; every batch it trains on (data position *and* masking) is the batch the
+    uninterrupted run trained on at that step; and the final weights match, which also requires
+    the optimizer, LR schedule and dropout RNG to have been restored."""
+    from bertops.train.pretrain import fit_pretraining
+
+    monkeypatch.setenv("BERTOPS_TRACKING", "off")
+    settings = {"max_steps": 24, "checkpoint_every_n_steps": 4, "eval_every_n_steps": 8,
+                "limit_val_batches": 1, "log_every_n_steps": 2, "eval_max_batches": 2}
+    # the same recorder in this process and in the killed one
+    (tmp_path / "batch_recorder.py").write_text(RECORDER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from batch_recorder import BatchRecorder as Recorder
+
+    # 1. the reference: never interrupted
+    ref_dir = tmp_path / "ref"
+    params = tiny_params(ref_dir, *inputs, **settings)
+    fit_pretraining(params, *inputs, ref_dir / "pretrain", callbacks=[Recorder(str(ref_dir / "batches.jsonl"))])
+    reference = _records(ref_dir / "batches.jsonl")
+    assert sorted(reference) == list(range(24))
+
+    # 2. the same run in a subprocess, killed with SIGKILL once a checkpoint exists
+    run_dir = tmp_path / "run"
+    params = tiny_params(run_dir, *inputs, **settings)
+    out, log = run_dir / "pretrain", run_dir / "batches.jsonl"
+    script = textwrap.dedent(f"""
+        from batch_recorder import BatchRecorder
+        from bertops.config import load_params
+        from bertops.train.pretrain import fit_pretraining
+        params = load_params({str(REPO / 'params.yaml')!r}, {_overrides(params)!r})
+        fit_pretraining(params, {str(inputs[0])!r}, {str(inputs[1])!r}, {str(out)!r},
+                        callbacks=[BatchRecorder({str(log)!r}, delay=0.3)])
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO / "src")])}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.exists():
+        assert proc.poll() is None, f"training exited before its first checkpoint: {proc.stderr.read()[-3000:]}"
+        assert time.time() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    saved_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    killed_at = max(_records(log))  # the last step it started
+    assert 0 < saved_step <= killed_at + 1 < 24, (saved_step, killed_at)
+
+    # 3. restart: resumes from last.ckpt
+    log.rename(run_dir / "batches_before_kill.jsonl")
+    result = fit_pretraining(params, *inputs, out, callbacks=[Recorder(str(log))])
+    resumed = _records(log)
+    assert result["metrics"]["resumed_from_step"] == saved_step
+    assert result["metrics"]["global_step"] == 24
+    assert sorted(resumed) == list(range(saved_step, 24))  # starts at the saved step, not at 0
+    assert resumed == {s: reference[s] for s in resumed}  # same data position and masks
+    before_kill = _records(run_dir / "batches_before_kill.jsonl")
+    assert before_kill == {s: reference[s] for s in before_kill}
+
+    # the CSV log keeps the curve from before the kill
+    import csv
+
+    with open(out / "logs" / "metrics.csv", newline="") as f:
+        logged = sorted({int(float(r["step"])) for r in csv.DictReader(f) if r.get("train/loss")})
+    assert logged[0] < saved_step and logged[-1] >= 20
+
+    ref_w, run_w = _weights(ref_dir / "pretrain" / "model"), _weights(out / "model")
+    assert ref_w.keys() == run_w.keys()
+    for name in ref_w:
+        assert torch.allclose(ref_w[name], run_w[name], rtol=0, atol=1e-6), name
+
+
+def _overrides(params) -> dict:
+    p = params.pretrain.model_dump()
+    return {"model.preset": params.model.preset, "model.overrides": params.model.overrides,
+            **{f"pretrain.{k}": v for k, v in p.items()}}

@@ -1,0 +1,85 @@
+"""Tiny stand-ins for artifacts/tokenizer and artifacts/pretraining_data, for pretraining tests.
+
+The tokenizer is a hand-written WordPiece vocabulary wrapped as BertTokenizerFast (the wrapper
+that returns token_type_ids); the dataset follows the pretraining_data contract: DatasetDict with
+train/validation, columns input_ids ("[CLS] A [SEP] B [SEP]"), token_type_ids,
+next_sentence_label (0 = real next, 1 = random), special_tokens_mask.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TOPICS = {
+    "code": ["model", "field", "query", "view", "form", "template", "url", "request", "response", "cache"],
+    "novel": ["lady", "sister", "marriage", "letter", "ball", "house", "fortune", "sense", "pride", "heart"],
+    "news": ["market", "bank", "minister", "election", "team", "match", "film", "music", "phone", "company"],
+}
+GLUE = ["the", "a", "of", "and", "to", "is", "was", "in", "on", "with"]
+VOCAB = SPECIALS + GLUE + sorted({w for ws in TOPICS.values() for w in ws}) + [
+    "un", "##s", "##ed", "##ing", "##ly", ".", ","]
+
+
+def tiny_tokenizer(out_dir: str | Path | None = None):
+    """A BertTokenizerFast over VOCAB (ids in list order), saved to out_dir when given."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(VOCAB)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    fast = BertTokenizerFast(tokenizer_object=tok, model_max_length=512)
+    if out_dir is not None:
+        fast.save_pretrained(str(out_dir))
+    return fast
+
+
+TEMPLATES = ["the {a} is in the {b} .", "a {a} was with the {b} .", "the {b} of the {a} is {a} ."]
+
+
+def _document(rng: random.Random, topic: str, n: int) -> list[str]:
+    """n sentences about two words of one topic, from three templates: learnable in a few steps."""
+    a, b = rng.sample(TOPICS[topic], 2)
+    return [rng.choice(TEMPLATES).format(a=a, b=b + rng.choice(["", "s"])) for _ in range(n)]
+
+
+def tiny_pretraining_dataset(tokenizer, n_train: int = 256, n_val: int = 64, max_seq_length: int = 48,
+                             seed: int = 0):
+    """NSP pairs from synthetic topic documents: B is the next sentence of A's document (label 0)
+    or a sentence of a document on another topic (label 1), half each."""
+    from datasets import Dataset, DatasetDict
+
+    rng = random.Random(seed)
+
+    def examples(n):
+        rows = {"input_ids": [], "token_type_ids": [], "next_sentence_label": [], "special_tokens_mask": []}
+        for _ in range(n):
+            topic = rng.choice(sorted(TOPICS))
+            doc = _document(rng, topic, 4)
+            label = rng.randint(0, 1)
+            if label == 0:
+                b = doc[2]
+            else:
+                b = _document(rng, rng.choice(sorted(set(TOPICS) - {topic})), 1)[0]
+            enc = tokenizer(" ".join(doc[:2]), b, truncation="longest_first",
+                            max_length=rng.randint(16, max_seq_length), return_special_tokens_mask=True)
+            for key, column in rows.items():
+                column.append(label if key == "next_sentence_label" else enc[key])
+        return Dataset.from_dict(rows)
+
+    return DatasetDict({"train": examples(n_train), "validation": examples(n_val)})
+
+
+def write_tiny_pretraining_inputs(root: Path, n_train: int = 256, n_val: int = 64,
+                                  max_seq_length: int = 48) -> tuple[Path, Path]:
+    """Save the tiny tokenizer and dataset under root; returns (data_dir, tokenizer_dir)."""
+    tok_dir, data_dir = root / "tokenizer", root / "pretraining_data"
+    tok = tiny_tokenizer(tok_dir)
+    tiny_pretraining_dataset(tok, n_train, n_val, max_seq_length).save_to_disk(str(data_dir))
+    return data_dir, tok_dir
