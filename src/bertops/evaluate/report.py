@@ -222,14 +222,23 @@ def plot_learning_curves(runs: Mapping[str, Mapping[str, list[tuple[float, float
     nrows = math.ceil(len(cols) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.3 * nrows), squeeze=False)
     flat = [ax for row in axes for ax in row]
+    # one colour per model ("<model> seed <n>" labels), one line style per seed
+    models = list(dict.fromkeys(label.rsplit(" seed", 1)[0] for label in runs))
+    seen: dict[str, int] = {}
+    styles = {}
+    for label in runs:
+        model = label.rsplit(" seed", 1)[0]
+        k = seen[model] = seen.get(model, -1) + 1
+        styles[label] = (f"C{models.index(model) % 10}", ("-", "--", ":", "-.")[k % 4])
     for ax in flat[len(cols):]:
         ax.set_visible(False)
     for ax, col in zip(flat, cols):
         for label, series in runs.items():
             pts = series.get(col)
             if pts:
+                color, style = styles[label]
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 30 else None,
-                        label=label)
+                        label=label, color=color, linestyle=style)
         ax.set_title(col, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
