@@ -112,7 +112,8 @@ class PretrainingDataParams(_Section):
 class RegisterParams(_Section):
     model_name: str = "bertops"
     encoder_model_name: str = "bertops-encoder"
-    gate_metric: str = "mean_score"
+    gate_metrics_file: str = "artifacts/finetune/metrics.json"
+    gate_metric: str = "score"
     threshold: float = 0.0
     out_dir: str = "artifacts/register"
 

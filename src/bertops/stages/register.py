@@ -87,17 +87,17 @@ def main(params: Params, root: Path | str = ".") -> dict:
 
     root = Path(root)
     cfg = params.register_
-    for path in (VALIDATION, FINETUNE_DIR, EVAL_METRICS):
+    gate_file = Path(cfg.gate_metrics_file)
+    for path in (VALIDATION, FINETUNE_DIR, EVAL_METRICS, gate_file):
         if not (root / path).exists():
             raise BertopsError(f"register: {path} is missing; run the stages before it first")
     validation = json.loads((root / VALIDATION).read_text())
     if not validation.get("success", False):
         raise BertopsError(f"register: data validation failed ({VALIDATION}); nothing is registered")
-    metrics = json.loads((root / EVAL_METRICS).read_text())
     try:
-        gate_value = registry.get_dotted(metrics, cfg.gate_metric)
+        gate_value = registry.get_dotted(json.loads((root / gate_file).read_text()), cfg.gate_metric)
     except KeyError:
-        raise BertopsError(f"register: gate metric {cfg.gate_metric!r} not found in {EVAL_METRICS}") from None
+        raise BertopsError(f"register: gate metric {cfg.gate_metric!r} not found in {gate_file}") from None
 
     if not tracking.enabled():
         raise BertopsError("register: MLflow tracking is off (BERTOPS_TRACKING=off); cannot register")
