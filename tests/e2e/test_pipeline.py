@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {
+    "data.corpus_sources": ["speeches", "rotten-tomatoes-plots"],  # tokenize a fifth of the corpus
     "tokenizer.vocab_size": 1000,
     "pretraining_data.dupe_factor": 1,
     "model.preset": "tiny",
