@@ -48,7 +48,8 @@ bench: install
 	$(BIN)/python bench/pretrain_throughput.py
 
 lock:
-	$(BIN)/pip freeze --exclude-editable | grep -v '^torch==' > constraints.txt
+	{ head -2 constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v -E '^(torch==|-e )'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf artifacts .prefect mlflow.db mlartifacts
