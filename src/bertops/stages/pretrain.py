@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from pathlib import Path
 
 from bertops import tracking
@@ -25,6 +26,9 @@ def main(params: Params) -> dict:
 
     p = params.pretrain
     out_dir = Path(p.out_dir)
+    if any(int(os.environ.get(k, "0")) for k in ("LOCAL_RANK", "NODE_RANK")):
+        # Lightning's DDP re-runs this command once per extra device: only rank 0 tracks
+        os.environ["BERTOPS_TRACKING"] = "off"
     section = {"model": params.model.model_dump(), "pretrain": p.model_dump(), "seed": params.seed}
     with tracking.stage_run("pretrain", section) as run:
         if run is not None:
