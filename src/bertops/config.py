@@ -181,12 +181,12 @@ class PretrainParams(_Section):
     data_dir: str = "artifacts/pretraining_data"
     tokenizer_dir: str = "artifacts/tokenizer"
     out_dir: str = "artifacts/pretrain"
-    max_steps: int = Field(600, ge=1)
+    max_steps: int = Field(1000, ge=1)
     batch_size: int = Field(32, ge=1)  # per device, per micro-batch
     eval_batch_size: int | None = None  # None: batch_size
     accumulate_grad_batches: int = Field(1, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    warmup_steps: int = Field(60, ge=0)
+    learning_rate: float = Field(2e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
