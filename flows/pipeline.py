@@ -176,11 +176,7 @@ class _parent_run:
 
         if not tracking.enabled():
             return self
-        import mlflow
-
-        mlflow.set_tracking_uri(tracking.tracking_uri())
-        mlflow.set_experiment(os.environ.get("BERTOPS_EXPERIMENT", tracking.EXPERIMENT))
-        self.run = mlflow.start_run(run_name="pipeline", tags={
+        self.run = tracking.configure().start_run(run_name="pipeline", tags={
             "bertops.stage": "pipeline", "bertops.prefect_flow_run_id": self.env["BERTOPS_FLOW_RUN_ID"]})
         self.env["BERTOPS_PARENT_RUN_ID"] = self.run.info.run_id
         return self

@@ -35,16 +35,22 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def configure():
+    """Point MLflow at the project's store and experiment; returns the mlflow module."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(os.environ.get("BERTOPS_EXPERIMENT", EXPERIMENT))
+    return mlflow
+
+
 @contextmanager
 def stage_run(stage: str, params: dict | None = None) -> Iterator[Any]:
     """Open the MLflow run for one stage; yields the run, or None when tracking is off."""
     if not enabled():
         yield None
         return
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(os.environ.get("BERTOPS_EXPERIMENT", EXPERIMENT))
+    mlflow = configure()
     parent = os.environ.get("BERTOPS_PARENT_RUN_ID")
     tags = {"bertops.stage": stage}
     if os.environ.get("BERTOPS_PIPELINE_RUN"):
