@@ -244,7 +244,7 @@ class BertPretrainingModule(L.LightningModule):
     def __init__(self, model_config: dict, learning_rate: float = 1e-4, warmup_steps: int = 0,
                  max_steps: int = 1000, weight_decay: float = 0.01, adam_beta1: float = 0.9,
                  adam_beta2: float = 0.999, adam_epsilon: float = 1e-6,
-                 max_predictions: int | None = None, compile: bool = False,
+                 max_predictions: int | None = None, compile: bool = False, fused_adamw: bool | None = None,
                  log_every_n_steps: int = 10, peak_tflops: float | None = None,
                  fingerprint: str = "", flop_convention: str = FLOP_CONVENTION):
         super().__init__()
@@ -389,9 +389,33 @@ class BertPretrainingModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=hp.learning_rate, betas=(hp.adam_beta1, hp.adam_beta2), eps=hp.adam_epsilon,
-            fused=self.device.type == "cuda")
+            fused=self._use_fused_adamw())
         scheduler = get_linear_schedule_with_warmup(optimizer, hp.warmup_steps, hp.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _loss_scaler(self) -> Any:
+        """fp16 mixed precision's GradScaler; None for bf16 and fp32, which need none."""
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def _use_fused_adamw(self) -> bool:
+        # Default: fused on CUDA (one kernel for all parameters), except under an fp16 GradScaler,
+        # where Lightning must unscale the gradients before clipping them, which a fused step forbids.
+        if self.hparams.fused_adamw is not None:
+            return self.hparams.fused_adamw
+        return self.device.type == "cuda" and self._loss_scaler() is None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        # Lightning's mixed-precision plugin refuses to clip for any fused optimizer (found on an
+        # H100: bf16-mixed + fused AdamW + max_grad_norm stopped at the first step). The refusal is
+        # about fp16 loss scaling; with bf16 or fp32 there is no scaler, the gradients are true
+        # values, so they are clipped here directly.
+        if not gradient_clip_val or self._loss_scaler() is not None:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if str(gradient_clip_algorithm).lower().endswith("value"):
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     # ---- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

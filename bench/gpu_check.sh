@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU checks, as one script for a CUDA machine that has torch, transformers and lightning
+# (plus pydantic and datasets for part 2). Run from the repository root:
+#   bash bench/gpu_check.sh            # results (tables, JSON, logs) under $OUT or bench/out
+# 1. the headline throughput table: stock BertForPreTraining (SDPA) vs the bertops step, BERT-base,
+#    256 x 128, bf16, with torch.compile for both (performance.md's comparison);
+# 2. the real `pretrain` stage on the GPU (Lightning, bf16-mixed, fused AdamW, torch.compile,
+#    data-loader workers) for a few hundred steps of BERT-base on artifacts/pretraining_data,
+#    tracking off, so its tokens/s can be set beside the bare step's. Skipped without that data.
+set -uo pipefail
+OUT=${OUT:-$PWD/bench/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 DO_NOT_TRACK=true TOKENIZERS_PARALLELISM=false
+PY=${PYTHON:-python3}
+STEPS=${GPU_CHECK_STEPS:-200}
+PARTS=${GPU_CHECK_PARTS:-1 2}  # e.g. GPU_CHECK_PARTS=2 for the stage alone
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+$PY -c "import torch, transformers, lightning; print('torch', torch.__version__, '| transformers',
+transformers.__version__, '| lightning', lightning.__version__, '|', torch.cuda.get_device_name())"
+
+if [[ " $PARTS " == *" 1 "* ]]; then
+  echo "## 1. pretraining step throughput (bench/pretrain_throughput.py)"
+  $PY bench/pretrain_throughput.py --preset base --batch-size 256 --seq-len 128 --precision bf16 \
+      --compile --compile-stock --windows 7 --json "$OUT/bench_base_bf16.json" 2>&1 | tee "$OUT/bench_base_bf16.txt"
+fi
+
+if [[ " $PARTS " != *" 2 "* ]]; then
+  :
+elif [ -d artifacts/pretraining_data ] && [ -d artifacts/tokenizer ]; then
+  echo "## 2. the pretrain stage on the GPU: base, 256 x 128, bf16-mixed, compile, $STEPS steps"
+  run=$(mktemp -d)
+  BERTOPS_TRACKING=off timeout ${GPU_CHECK_TIMEOUT:-300} $PY -m bertops.cli stage pretrain \
+      -S model.preset=base -S pretrain.batch_size=256 -S pretrain.learning_rate=1e-4 \
+      -S pretrain.warmup_steps=30 -S pretrain.max_steps="$STEPS" -S pretrain.compile=true \
+      -S pretrain.log_every_n_steps=25 -S pretrain.eval_every_n_steps=null \
+      -S pretrain.checkpoint_every_n_steps=100000 -S pretrain.eval_max_batches=10 \
+      -S pretrain.out_dir="$run" 2>&1 | tee "$OUT/stage_pretrain.log"
+  cp "$run/metrics.json" "$OUT/stage_pretrain_metrics.json" 2>/dev/null
+  cp "$run/logs/metrics.csv" "$OUT/stage_pretrain_metrics.csv" 2>/dev/null
+else
+  echo "## 2. skipped: no artifacts/pretraining_data (run 'dvc repro tokenize' first)"
+fi
