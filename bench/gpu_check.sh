@@ -7,6 +7,8 @@
 # 2. the real `pretrain` stage on the GPU (Lightning, bf16-mixed, fused AdamW, torch.compile,
 #    data-loader workers) for a few hundred steps of BERT-base on artifacts/pretraining_data,
 #    tracking off, so its tokens/s can be set beside the bare step's. Skipped without that data.
+# 3. the `finetune` stage on the GPU: a randomly initialised BERT-base on all tasks in data/tasks,
+#    in fp32 (the default) and in bf16-mixed, wall time of each.
 set -uo pipefail
 OUT=${OUT:-$PWD/bench/out}
 mkdir -p "$OUT"
@@ -14,7 +16,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 DO_NOT_TRACK=true TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python3}
 STEPS=${GPU_CHECK_STEPS:-200}
-PARTS=${GPU_CHECK_PARTS:-1 2}  # e.g. GPU_CHECK_PARTS=2 for the stage alone
+PARTS=${GPU_CHECK_PARTS:-1 2 3}  # e.g. GPU_CHECK_PARTS=2 for the stage alone
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch, transformers, lightning; print('torch', torch.__version__, '| transformers',
@@ -41,4 +43,21 @@ elif [ -d artifacts/pretraining_data ] && [ -d artifacts/tokenizer ]; then
   cp "$run/logs/metrics.csv" "$OUT/stage_pretrain_metrics.csv" 2>/dev/null
 else
   echo "## 2. skipped: no artifacts/pretraining_data (run 'dvc repro tokenize' first)"
+fi
+
+if [[ " $PARTS " == *" 3 "* ]] && [ -d data/tasks ] && [ -d artifacts/tokenizer ]; then
+  enc=$(mktemp -d)
+  $PY -c "
+import sys; from transformers import AutoTokenizer; from bertops.model.presets import bert_config
+tok = AutoTokenizer.from_pretrained('artifacts/tokenizer')
+bert_config('base', len(tok), {}, pad_token_id=tok.pad_token_id).save_pretrained(sys.argv[1]); tok.save_pretrained(sys.argv[1])
+" "$enc"
+  for precision in 32-true bf16-mixed; do
+    echo "## 3. the finetune stage on the GPU: random-init BERT-base, all tasks, precision $precision"
+    run=$(mktemp -d)
+    BERTOPS_TRACKING=off timeout ${GPU_CHECK_TIMEOUT:-300} $PY -m bertops.cli stage finetune \
+        -S finetune.init_dir="$enc" -S finetune.random_init=true -S finetune.precision=$precision \
+        -S finetune.max_epochs=1 -S finetune.out_dir="$run" 2>&1 | tee "$OUT/stage_finetune_$precision.log"
+    cp "$run/metrics.json" "$OUT/stage_finetune_${precision}_metrics.json" 2>/dev/null
+  done
 fi

@@ -145,6 +145,7 @@ class FinetuneParams(_Section):
     warmup_ratio: float = 0.1
     classifier_dropout: float = 0.1
     gradient_clip_val: float = 1.0
+    precision: str = "auto"  # auto: bf16-mixed on a GPU, 32-true on CPU; or any Lightning precision
 
 
 class EvaluateParams(_Section):
@@ -199,7 +200,7 @@ class PretrainParams(_Section):
     pad_to_multiple_of: int | None = 8
     max_predictions_per_seq: int | None = None  # static MLM gather (None: exactly the masked positions)
     compile: bool = False  # torch.compile with static shapes
-    precision: str = "auto"  # auto: bf16-mixed on a GPU, 32-true on CPU; or any Lightning precision
+    precision: str = "32-true"  # any Lightning precision; auto: bf16-mixed on a GPU (see params.yaml)
     accelerator: str = "auto"
     devices: int | str | list[int] = "auto"
     num_nodes: int = Field(1, ge=1)

@@ -117,6 +117,22 @@ def test_feature_extraction_keeps_encoder_and_single_task_trains_each(real_data_
     assert list(MultiTaskModel.from_pretrained(r["model_dirs"]["wic"]).tasks) == ["wic"]
 
 
+@pytest.mark.slow
+def test_bf16_mixed_precision_all_task_types(real_data_dir, tiny_encoder, tmp_path):
+    # bf16-mixed (what `precision: auto` picks on a GPU) on CPU, same autocast rules: every head and
+    # loss works under bf16 autocast, and the saved weights stay fp32 (mixed precision keeps fp32
+    # master weights).
+    from safetensors.torch import load_file
+
+    params = real_params(real_data_dir, tmp_path, **{"finetune.precision": "bf16-mixed", "finetune.max_epochs": 1})
+    r = fit_multitask(params, str(tiny_encoder), tmp_path / "bf16", seed=3)
+    assert r["precision"] == "bf16-mixed"
+    assert set(r["metrics"]) == set(BUILTIN) and all(0.0 <= m["score"] <= 1.0 for m in r["metrics"].values())
+    saved = load_file(str(tmp_path / "bf16" / "model" / "model.safetensors"))
+    assert {v.dtype for v in saved.values()} == {torch.float32}
+    assert real_params(real_data_dir, tmp_path).finetune.precision == "32-true"
+
+
 def test_new_task_declared_only_in_params(tiny_encoder, tmp_path, monkeypatch, capsys):
     """A made-up pair task with its own field names and labels trains with no code change."""
     monkeypatch.setenv("BERTOPS_TRACKING", "off")

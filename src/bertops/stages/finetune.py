@@ -33,7 +33,8 @@ def main(params: Params) -> dict:
                    "best_epoch": result["best_epoch"], "history": result["history"],
                    "train_examples": result["train_examples"],
                    "validation_examples": result["validation_examples"],
-                   "steps": result["steps"], "model_dirs": result["model_dirs"]}
+                   "steps": result["steps"], "precision": result["precision"],
+                   "model_dirs": result["model_dirs"]}
         # wall time goes to MLflow only, so metrics.json is the same bytes on a seeded rerun
         write_json(out_dir / "metrics.json", metrics)
         tracking.log_metrics({"val": {"score": result["score"], **result["metrics"]},

@@ -40,6 +40,7 @@ from torch.utils.data import IterableDataset
 
 from bertops.data import tasks as T
 from bertops.errors import BertopsError
+from bertops.train.precision import resolve_precision
 
 if TYPE_CHECKING:
     from bertops.config import FinetuneParams, Params, TaskParams
@@ -306,6 +307,7 @@ def fit_multitask(params: "Params", init_dir: str | Path | None, out_dir: str | 
 def _fit(params: "Params", names: list[str], init_dir: Path, out_dir: Path, seed: int,
          random_init: bool, loggers) -> dict:
     import lightning as L
+    import torch
     from torch.utils.data import DataLoader
 
     from bertops.io import atomic_path
@@ -352,8 +354,11 @@ def _fit(params: "Params", names: list[str], init_dir: Path, out_dir: Path, seed
     # (a frozen encoder stays in eval mode, see MultiTaskModel.train)
     module.train()
     keep = _keep_best_callback()
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 for fp32 matmuls on a GPU
     trainer = L.Trainer(
-        accelerator="auto", devices=1, max_epochs=ft.max_epochs, max_steps=ft.max_steps,
+        accelerator="auto", devices=1, precision=resolve_precision(ft.precision, "auto"),
+        max_epochs=ft.max_epochs, max_steps=ft.max_steps,
         logger=loggers, callbacks=[keep], enable_checkpointing=False, num_sanity_val_steps=0,
         gradient_clip_val=ft.gradient_clip_val or None, log_every_n_steps=10,
         enable_model_summary=False, default_root_dir=str(out_dir),
@@ -377,6 +382,7 @@ def _fit(params: "Params", names: list[str], init_dir: Path, out_dir: Path, seed
                     for h in module.history],
         "train_examples": n_train, "validation_examples": {t: len(es.golds) for t, es in eval_sets.items()},
         "sampling_probs": probs, "steps": int(trainer.global_step), "wall_s": round(time.perf_counter() - t0, 1),
+        "precision": str(trainer.precision),
     }
 
 
