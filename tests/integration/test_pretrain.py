@@ -153,17 +153,7 @@ def test_killed_run_resumes_where_it_stopped(inputs, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     params = tiny_params(run_dir, *inputs, **settings)
     out, log = run_dir / "pretrain", run_dir / "batches.jsonl"
-    script = textwrap.dedent(f"""
-        from batch_recorder import BatchRecorder
-        from bertops.config import load_params
-        from bertops.train.pretrain import fit_pretraining
-        params = load_params({str(REPO / 'params.yaml')!r}, {_overrides(params)!r})
-        fit_pretraining(params, {str(inputs[0])!r}, {str(inputs[1])!r}, {str(out)!r},
-                        callbacks=[BatchRecorder({str(log)!r}, delay=0.3)])
-    """)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO / "src")])}
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = _start_training(params, inputs, out, log, recorder_dir=tmp_path)
     last = out / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     while not last.exists():
@@ -199,6 +189,92 @@ def test_killed_run_resumes_where_it_stopped(inputs, tmp_path, monkeypatch):
     assert ref_w.keys() == run_w.keys()
     for name in ref_w:
         assert torch.allclose(ref_w[name], run_w[name], rtol=0, atol=1e-6), name
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_at_the_step_reached(inputs, tmp_path, monkeypatch):
+    """SIGTERM (a Prefect cancel, a preempted spot worker, `kill PID`) a real training process long
+    before its first periodic checkpoint, sent to its whole process group, DataLoader workers
+    included. Asserted: it writes last.ckpt at the step it reached and exits with status 143 (not
+    0: a stopped run is not a finished stage); a re-run resumes from exactly that step, trains the
+    batches the uninterrupted run trained, and ends with its weights (so the checkpoint taken on
+    SIGTERM is as complete as a periodic one)."""
+    from bertops.train.pretrain import fit_pretraining
+
+    monkeypatch.setenv("BERTOPS_TRACKING", "off")
+    # no periodic checkpoint before max_steps: last.ckpt can only come from the SIGTERM
+    settings = {"max_steps": 24, "checkpoint_every_n_steps": 1000, "eval_every_n_steps": 8,
+                "limit_val_batches": 1, "log_every_n_steps": 2, "eval_max_batches": 2}
+    (tmp_path / "batch_recorder.py").write_text(RECORDER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from batch_recorder import BatchRecorder as Recorder
+
+    ref_dir = tmp_path / "ref"
+    fit_pretraining(tiny_params(ref_dir, *inputs, **settings), *inputs, ref_dir / "pretrain",
+                    callbacks=[Recorder(str(ref_dir / "batches.jsonl"))])
+    reference = _records(ref_dir / "batches.jsonl")
+
+    run_dir = tmp_path / "run"
+    out, log = run_dir / "pretrain", run_dir / "batches.jsonl"
+    proc = _start_training(tiny_params(run_dir, *inputs, **settings, num_workers=2), inputs, out, log,
+                           recorder_dir=tmp_path)
+    deadline = time.time() + 240
+    while not (log.exists() and max(_records(log), default=-1) >= 5):  # well into training
+        assert proc.poll() is None, f"training exited early: {proc.stderr.read()[-3000:]}"
+        assert time.time() < deadline, "training did not reach step 5 within 240 s"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # its own session: the trainer and its DataLoader workers
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    last = out / "checkpoints" / "last.ckpt"
+    assert last.exists() and not list(last.parent.glob(".*.tmp")), stderr[-3000:]
+    saved_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    killed_at = max(_records(log))  # the last step it started: Lightning finishes that one
+    assert 5 < saved_step == killed_at + 1 < 24, (saved_step, killed_at)
+    assert f"SIGTERM: saved {last} at step {saved_step}" in stderr
+
+    log.rename(run_dir / "batches_before_sigterm.jsonl")
+    params = tiny_params(run_dir, *inputs, **settings)  # num_workers is not part of the fingerprint
+    result = fit_pretraining(params, *inputs, out, callbacks=[Recorder(str(log))])
+    assert result["metrics"]["resumed_from_step"] == saved_step
+    assert result["metrics"]["global_step"] == 24
+    resumed = _records(log)
+    assert sorted(resumed) == list(range(saved_step, 24))
+    assert resumed == {s: reference[s] for s in resumed}
+    ref_w, run_w = _weights(ref_dir / "pretrain" / "model"), _weights(out / "model")
+    for name in ref_w:
+        assert torch.allclose(ref_w[name], run_w[name], rtol=0, atol=1e-6), name
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("write cut short")
+
+
+def test_a_failed_checkpoint_write_leaves_last_ckpt_as_it_was(tmp_path):
+    from bertops.train.pretrain import _AtomicCheckpointIO
+
+    io, last = _AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 7, "weights": torch.ones(1000)}, last)
+    with pytest.raises(RuntimeError, match="write cut short"):  # fails after part of it is written
+        io.save_checkpoint({"global_step": 9, "weights": torch.zeros(1000), "x": _Unpicklable()}, last)
+    assert torch.load(last, weights_only=False)["global_step"] == 7
+    assert [f.name for f in last.parent.iterdir()] == ["last.ckpt"]
+
+
+def _start_training(params, inputs, out: Path, log: Path, recorder_dir: Path) -> subprocess.Popen:
+    """fit_pretraining in a fresh process, 0.3 s per batch (BatchRecorder from recorder_dir)."""
+    script = textwrap.dedent(f"""
+        from batch_recorder import BatchRecorder
+        from bertops.config import load_params
+        from bertops.train.pretrain import fit_pretraining
+        params = load_params({str(REPO / 'params.yaml')!r}, {_overrides(params)!r})
+        fit_pretraining(params, {str(inputs[0])!r}, {str(inputs[1])!r}, {str(out)!r},
+                        callbacks=[BatchRecorder({str(log)!r}, delay=0.3)])
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(recorder_dir), str(REPO / "src")])}
+    return subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _overrides(params) -> dict:

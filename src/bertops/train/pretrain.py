@@ -14,7 +14,8 @@ Resuming a killed run restores everything the next step depends on:
   before the first resumed step; the data loaders use their own generators so that building
   them does not move the global RNG.
 So a resumed run reproduces the uninterrupted run (tests/integration/test_pretrain.py checks the
-weights match).
+weights match). last.ckpt is written every `checkpoint_every_n_steps`, at the end, and when the run
+is stopped by SIGTERM (at the step reached; the process then exits with status 143).
 
 Logged every `log_every_n_steps`: MLM loss/accuracy, NSP loss/accuracy, learning rate, tokens/s
 and MFU. FLOPs follow bertops.train.flops.FLOP_CONVENTION (performance.md): `perf/mfu` uses the
@@ -32,22 +33,29 @@ import os
 import pickle
 import random
 import shutil
+import signal
 import sys
 import time
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.fabric.utilities.seed import pl_worker_init_function
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bertops.errors import BertopsError, DataError
 from bertops.text.masking import PretrainingCollator, SeededBatch
 from bertops.train.flops import FLOP_CONVENTION, executed_flops_per_token, measure_matmul_tflops, model_flops_per_token
+from bertops.train.precision import resolve_precision
 
 if TYPE_CHECKING:
     from bertops.config import Params
@@ -159,6 +167,16 @@ def max_sequence_length(ds: Any) -> int:
     return int(pc.max(pc.list_value_length(ds.data.column("input_ids"))).as_py())
 
 
+def _worker_init(worker_id: int, rank: int) -> None:
+    """DataLoader workers ignore SIGTERM. Sent to the whole process group (systemd stopping a
+    preempted VM, `kill -- -PGID`), it would kill them first and the main process would fail on its
+    next batch ("DataLoader worker ... killed by signal") instead of finishing the step and saving
+    last.ckpt (_CheckpointOnSigterm); the main process shuts its workers down as it exits."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", "0")):  # what Lightning sets when there is no worker_init_fn
+        pl_worker_init_function(worker_id, rank)
+
+
 class PretrainingDataModule(L.LightningDataModule):
     """Dynamically masked NSP pair batches from a pretraining DatasetDict."""
 
@@ -191,7 +209,8 @@ class PretrainingDataModule(L.LightningDataModule):
             num_workers=self.num_workers, pin_memory=on_cuda, persistent_workers=self.num_workers > 0,
             # its own generator: creating the iterator must not draw from the global RNG, or a
             # resumed run's dropout would drift from the uninterrupted run's
-            generator=torch.Generator().manual_seed(self.seed))
+            generator=torch.Generator().manual_seed(self.seed),
+            worker_init_fn=partial(_worker_init, rank=self._world[0]))
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._world
@@ -427,14 +446,6 @@ class BertPretrainingModule(L.LightningModule):
 
 # ---- the fit function the pretrain stage calls ----------------------------------------------
 
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """`auto`: bf16 autocast on a GPU that supports it, full fp32 elsewhere."""
-    if precision != "auto":
-        return precision
-    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
-
-
 def _most_frequent(ds: Any, column: str, exclude: set[int]) -> tuple[int, float]:
     """The most frequent value of an int (or list-of-int) column and its share."""
     import pyarrow.compute as pc
@@ -476,12 +487,71 @@ def find_resume_checkpoint(ckpt_dir: Path, fingerprint: str) -> tuple[Path | Non
     return None, 0
 
 
+class _AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file in its own directory, then renames it into place,
+    so a write cut short (SIGKILL after SIGTERM's grace period, a full disk) never replaces a good
+    last.ckpt. Lightning's save is atomic only when $TMPDIR is on the checkpoint's filesystem: it
+    writes a temporary file there and moves it, which across filesystems is a copy onto the target.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            return super().save_checkpoint(checkpoint, path, storage_options)  # unsupported: raises
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())  # the data reaches the disk before the rename does
+            os.replace(tmp, path)  # atomic within a filesystem
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class _CheckpointOnSigterm(L.Callback):
+    """Saves last.ckpt at the step reached when Lightning stops training for a SIGTERM.
+
+    Lightning's handler only sets `trainer.received_sigterm`; the loops raise SIGTERMException at
+    the end of the batch in progress (or of a validation batch) and call on_exception on every rank
+    before tearing down. There the optimizer step, LR schedule and loop counters agree. Any other
+    exception can come from the middle of a step, so nothing is saved for it.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return
+        step = trainer.global_step
+        if trainer.fit_loop.epoch_loop.batch_progress.total.completed != step * trainer.accumulate_grad_batches:
+            # Inside a gradient accumulation the loop counters are ahead of the data position
+            # (PretrainingDataModule.state_dict): a checkpoint here would not resume exactly.
+            rank_zero_warn(f"SIGTERM inside a gradient accumulation after step {step}: no checkpoint saved, "
+                           f"{self.path} stays as it was")
+            return
+        trainer.save_checkpoint(str(self.path))  # every rank calls it, as Lightning requires
+        rank_zero_info(f"SIGTERM: saved {self.path} at step {step}; re-running resumes from there")
+
+
+@contextmanager
+def _sigterm_exits_nonzero() -> Iterator[None]:
+    """Lightning's SIGTERMException is a SystemExit without a code: uncaught, the process exits with
+    status 0 and a stopped run looks like a finished stage. Re-raise it with 128 + SIGTERM = 143."""
+    try:
+        yield
+    except SIGTERMException as e:
+        raise SIGTERMException(128 + signal.SIGTERM) from e
+
+
 def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | Path,
                     out_dir: str | Path, loggers: list | None = None, callbacks: list | None = None
                     ) -> dict:
     """Pretrain (or resume), evaluate on the validation split, save the model; returns metrics.
 
-    Writes out_dir/checkpoints/last.ckpt (every `checkpoint_every_n_steps` and at the end),
+    Writes out_dir/checkpoints/last.ckpt (every `checkpoint_every_n_steps`, on SIGTERM, at the end),
     out_dir/model (BertForPreTraining.save_pretrained + tokenizer files) and out_dir/metrics.json.
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -545,7 +615,8 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
         val_check_interval=eval_every * p.accumulate_grad_batches if eval_every else None,
         check_val_every_n_epoch=None if eval_every else 1,
         limit_val_batches=p.limit_val_batches if eval_every else 0, num_sanity_val_steps=0,
-        callbacks=[checkpointing, *(callbacks or [])], logger=loggers, default_root_dir=str(out_dir))
+        callbacks=[checkpointing, _CheckpointOnSigterm(ckpt_dir / "last.ckpt"), *(callbacks or [])],
+        plugins=[_AtomicCheckpointIO()], logger=loggers, default_root_dir=str(out_dir))
 
     # the MLM baseline is also logged by in-training validation, next to the model's accuracy
     module.most_frequent_token_id, _ = _most_frequent(dataset["train"], "input_ids",
@@ -556,7 +627,7 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
     csv_logs = [Path(lg.log_dir) / "metrics.csv" for lg in loggers if isinstance(lg, CSVLogger)]
     earlier = {path: _read_csv_rows(path, max_step=started_step) for path in csv_logs} if resume else {}
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _sigterm_exits_nonzero():
         # Lightning cannot see that our sampler resumes mid-epoch by itself (see module docstring).
         warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
@@ -569,7 +640,8 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
 
     evaluator = L.Trainer(**common, logger=False, limit_val_batches=p.eval_max_batches,
                           enable_model_summary=False, enable_checkpointing=False)
-    metrics = evaluate_pretraining(evaluator, module, datamodule, dataset)
+    with _sigterm_exits_nonzero():
+        metrics = evaluate_pretraining(evaluator, module, datamodule, dataset)
     # Throughput: median over the logging windows, the first (warm-up, compilation) left out.
     windows = module.perf_history[1:] or module.perf_history
     perf = {k: float(np.median([w[f"perf/{k}"] for w in windows])) if windows else None
