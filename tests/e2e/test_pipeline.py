@@ -135,6 +135,23 @@ def test_second_run_does_nothing(projects):
     assert len(_versions(dvc_proj)) == 1 and len(_versions(flow_proj)) == 1
 
 
+def test_dvc_plots_and_metrics_show_the_run(projects):
+    dvc_proj, _ = projects
+    plots = json.loads(_run([venv_bin("dvc"), "plots", "show", "--json"], dvc_proj).stdout)["data"]
+    assert plots["artifacts/pretrain/plots/pretrain_curves.png"][0]["type"] == "image"
+    pretrain = plots["artifacts/pretrain/logs/metrics.csv"][0]["content"]
+    assert pretrain["encoding"]["x"]["field"] == "step"
+    assert sum(1 for row in pretrain["data"]["values"] if row.get("train/loss")) >= 2
+    finetune = plots["artifacts/finetune/logs/metrics.csv"][0]["content"]["data"]["values"]
+    assert any(row.get("val/score") for row in finetune)
+    scores = plots["artifacts/evaluate/plots/scores.json"][0]["content"]["data"]["values"]
+    assert {"pipeline", "majority"} <= {row["model"] for row in scores}
+    metrics = json.loads(_run([venv_bin("dvc"), "metrics", "show", "--json"], dvc_proj).stdout)
+    files = next(iter(metrics.values()))["data"]
+    assert 0.0 <= files["artifacts/finetune/metrics.json"]["data"]["score"] <= 1.0
+    assert "mlm_accuracy" in files["artifacts/pretrain/metrics.json"]["data"]
+
+
 def test_served_champion_answers_every_task_type(projects):
     dvc_proj, _ = projects
     port = free_port()
