@@ -89,20 +89,52 @@ def _dvc() -> str:
     return str(candidate) if candidate.exists() else "dvc"
 
 
-@task(task_run_name="{stage}", retries=1, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
-def run_stage(stage: str, root: str, env: dict[str, str]) -> dict:
-    logger = get_run_logger()
+def run_dvc_stage(stage: str, root: str, env: dict[str, str], log=print,
+                  grace_seconds: float = 60.0) -> tuple[int, list[str]]:
+    """`dvc repro --single-item STAGE`, streaming its output to `log`; (exit status, output lines).
+
+    dvc and the stage run in their own process group. When this process is being stopped (a
+    Prefect cancel raises TerminationSignal here, Ctrl-C KeyboardInterrupt), the whole group gets
+    SIGTERM, so the stage saves its checkpoint and exits instead of training on as an orphan:
+    signalling dvc alone would leave its child running. SIGKILL after `grace_seconds`.
+    """
     # The venv's bin first, so dvc.yaml's `bertops stage ...` commands resolve to this install.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     proc = subprocess.Popen([_dvc(), "repro", "--single-item", stage], cwd=root,
                             env={**os.environ, **env, "PATH": path}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line.rstrip("\n"))
-        logger.info(line.rstrip("\n"))
-    code = proc.wait()
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            log(line.rstrip("\n"))
+        return proc.wait(), lines
+    except BaseException:
+        _stop_group(proc, grace_seconds)
+        raise
+
+
+def _stop_group(proc: subprocess.Popen, grace_seconds: float) -> None:
+    """SIGTERM to the leader's process group, SIGKILL to whatever is left of it after the grace period."""
+    import signal
+    import time
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            proc.poll()  # reap the leader: a zombie still counts as a group member
+            os.killpg(proc.pid, 0)  # ProcessLookupError once every member has exited
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@task(task_run_name="{stage}", retries=1, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
+def run_stage(stage: str, root: str, env: dict[str, str]) -> dict:
+    code, lines = run_dvc_stage(stage, root, env, log=get_run_logger().info)
     if code != 0:
         raise StageFailed(stage, code, "\n".join(lines[-30:]))
     skipped = any("didn't change, skipping" in ln for ln in lines)

@@ -46,3 +46,74 @@ def test_bad_override_leaves_params_untouched(flow_module, tmp_path):
     with pytest.raises(Exception, match="treshold"):
         flow_module.apply_overrides(tmp_path, {"register.treshold": 0.5})
     assert (tmp_path / "params.yaml").read_text() == before
+
+
+STAGE = """
+import os, pathlib, signal, sys, time
+def stop(*_):
+    pathlib.Path("checkpoint").write_text("saved")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+pathlib.Path("stage.pid").write_text(str(os.getpid()))
+while True:
+    time.sleep(0.1)
+"""
+
+DRIVER = """
+import signal, sys
+sys.path.insert(0, sys.argv[2])
+import flows.pipeline as p
+
+class TerminationSignal(BaseException):  # what Prefect raises in a flow run on SIGTERM
+    pass
+
+def raise_termination(*_):
+    raise TerminationSignal()
+
+signal.signal(signal.SIGTERM, raise_termination)
+p._dvc = lambda: sys.argv[1]
+p.run_dvc_stage("pretrain", ".", {}, grace_seconds=20)
+"""
+
+
+def test_stopping_the_flow_run_stops_the_stage_it_runs(tmp_path):
+    # A cancelled flow run must not leave its stage training on as an orphan: the stage (here a
+    # stand-in that checkpoints on SIGTERM, as `bertops stage pretrain` does) gets SIGTERM even
+    # though `dvc`, like the real one, dies on SIGTERM without passing it on.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    fake_dvc = tmp_path / "dvc"
+    fake_dvc.write_text(f"#!{sys.executable}\nimport subprocess, sys\n"
+                        f"subprocess.Popen([sys.executable, '-c', {STAGE!r}]).wait()\n")
+    fake_dvc.chmod(0o755)
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(fake_dvc), str(Path.cwd())], cwd=tmp_path)
+    pid_file = tmp_path / "stage.pid"
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pid_file.exists(), "the stage never started"
+        time.sleep(0.3)  # the stage's handler is installed before it writes its pid
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=30) != 0
+        assert (tmp_path / "checkpoint").read_text() == "saved"
+        stage_pid = int(pid_file.read_text())
+        time.sleep(0.5)
+        try:
+            os.kill(stage_pid, 0)
+            alive = Path(f"/proc/{stage_pid}/status").read_text().find("zombie") < 0
+        except ProcessLookupError:
+            alive = False
+        assert not alive, "the stage is still running after the flow run stopped"
+    finally:
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        driver.kill()
