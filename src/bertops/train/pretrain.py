@@ -426,9 +426,13 @@ class BertPretrainingModule(L.LightningModule):
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         # Lightning's mixed-precision plugin refuses to clip for any fused optimizer (found on an
         # H100: bf16-mixed + fused AdamW + max_grad_norm stopped at the first step). The refusal is
-        # about fp16 loss scaling; with bf16 or fp32 there is no scaler, the gradients are true
-        # values, so they are clipped here directly.
-        if not gradient_clip_val or self._loss_scaler() is not None:
+        # about fp16 loss scaling; with bf16 there is no scaler, the gradients (all-reduced under
+        # DDP) are true values, so they are clipped here directly. Every other plugin (fp32,
+        # fp16 with its scaler, FSDP's sharded gradients) keeps Lightning's own clipping.
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
+        plugin = self.trainer.precision_plugin
+        if not gradient_clip_val or type(plugin) is not MixedPrecision or self._loss_scaler() is not None:
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if str(gradient_clip_algorithm).lower().endswith("value"):
