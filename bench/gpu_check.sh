@@ -57,7 +57,8 @@ bert_config('base', len(tok), {}, pad_token_id=tok.pad_token_id).save_pretrained
     run=$(mktemp -d)
     BERTOPS_TRACKING=off timeout ${GPU_CHECK_TIMEOUT:-300} $PY -m bertops.cli stage finetune \
         -S finetune.init_dir="$enc" -S finetune.random_init=true -S finetune.precision=$precision \
-        -S finetune.max_epochs=1 -S finetune.out_dir="$run" 2>&1 | tee "$OUT/stage_finetune_$precision.log"
+        -S finetune.learning_rate=1e-4 -S finetune.head_learning_rate=5e-4 -S finetune.max_epochs=1 \
+        -S finetune.out_dir="$run" 2>&1 | tee "$OUT/stage_finetune_$precision.log"
     cp "$run/metrics.json" "$OUT/stage_finetune_${precision}_metrics.json" 2>/dev/null
   done
 fi
