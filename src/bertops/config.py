@@ -139,8 +139,8 @@ class FinetuneParams(_Section):
     max_epochs: int = 3
     max_steps: int = -1  # -1: no cap beyond max_epochs
     steps_per_epoch: int | None = None  # None: one pass over every task's batches
-    learning_rate: float = 1e-4  # encoder
-    head_learning_rate: float = 5e-4  # task heads (and the layer mix), freshly initialised
+    learning_rate: float = 1e-3  # encoder
+    head_learning_rate: float = 2e-3  # task heads (and the layer mix), freshly initialised
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     classifier_dropout: float = 0.1
@@ -162,7 +162,7 @@ class EvaluateParams(_Section):
         default_factory=lambda: ["majority", "random_init"])
     # CPU budget for the comparison: caps training steps for EVERY encoder compared (pretrained
     # included, then retrained at every seed), so the budget stays the same for all.
-    max_steps: int | None = 120
+    max_steps: int | None = None
     max_test_examples_per_task: int | None = None  # None: the whole split; else a fixed-seed sample
 
 
