@@ -9,6 +9,9 @@
 #    tracking off, so its tokens/s can be set beside the bare step's. Skipped without that data.
 # 3. the `finetune` stage on the GPU: a randomly initialised BERT-base on all tasks in data/tasks,
 #    in fp32 (the default) and in bf16-mixed, wall time of each.
+# 4. SIGTERM on the GPU (a preempted spot machine): the pretrain stage, with its loader workers, gets
+#    SIGTERM to its whole process group twice; each time it must save last.ckpt and exit 143, and
+#    the second run must resume from the first one's step.
 set -uo pipefail
 OUT=${OUT:-$PWD/bench/out}
 mkdir -p "$OUT"
@@ -16,7 +19,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 DO_NOT_TRACK=true TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python3}
 STEPS=${GPU_CHECK_STEPS:-200}
-PARTS=${GPU_CHECK_PARTS:-1 2 3}  # e.g. GPU_CHECK_PARTS=2 for the stage alone
+PARTS=${GPU_CHECK_PARTS:-1 2 3 4}  # e.g. GPU_CHECK_PARTS=2 for the stage alone
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch, transformers, lightning; print('torch', torch.__version__, '| transformers',
@@ -60,5 +63,22 @@ bert_config('base', len(tok), {}, pad_token_id=tok.pad_token_id).save_pretrained
         -S finetune.learning_rate=1e-4 -S finetune.head_learning_rate=5e-4 -S finetune.max_epochs=1 \
         -S finetune.out_dir="$run" 2>&1 | tee "$OUT/stage_finetune_$precision.log"
     cp "$run/metrics.json" "$OUT/stage_finetune_${precision}_metrics.json" 2>/dev/null
+  done
+fi
+
+if [[ " $PARTS " == *" 4 "* ]] && [ -d artifacts/pretraining_data ] && [ -d artifacts/tokenizer ]; then
+  run=$(mktemp -d)
+  args=(-S model.preset=${GPU_CHECK_SIGTERM_PRESET:-mini} -S pretrain.batch_size=${GPU_CHECK_SIGTERM_BATCH:-128}
+        -S pretrain.max_steps=1000000 -S pretrain.checkpoint_every_n_steps=1000000
+        -S pretrain.eval_every_n_steps=null -S pretrain.log_every_n_steps=50 -S pretrain.out_dir="$run")
+  for attempt in 1 2; do
+    echo "## 4. SIGTERM on the GPU, run $attempt: stopped after ${GPU_CHECK_SIGTERM_AFTER:-35} s"
+    BERTOPS_TRACKING=off setsid $PY -m bertops.cli stage pretrain "${args[@]}" > "$OUT/sigterm_$attempt.log" 2>&1 &
+    pid=$!
+    sleep "${GPU_CHECK_SIGTERM_AFTER:-35}"
+    kill -TERM -- "-$pid"  # the whole group, loader workers included, as a preempting system does
+    wait "$pid"
+    echo "exit status $? (143 expected)"
+    grep -hE "resuming from|SIGTERM: saved|Error" "$OUT/sigterm_$attempt.log"
   done
 fi
