@@ -125,6 +125,31 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(model_dir / "model.safetensors"))
 
 
+def _reference_run(tmp_path: Path, inputs, monkeypatch, settings: dict):
+    """The uninterrupted run to compare with: (BatchRecorder class, its dir, step -> batch digest).
+    The recorder module is importable here and in the subprocess (same code both sides)."""
+    from bertops.train.pretrain import fit_pretraining
+
+    monkeypatch.setenv("BERTOPS_TRACKING", "off")
+    (tmp_path / "batch_recorder.py").write_text(RECORDER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from batch_recorder import BatchRecorder
+
+    ref_dir = tmp_path / "ref"
+    fit_pretraining(tiny_params(ref_dir, *inputs, **settings), *inputs, ref_dir / "pretrain",
+                    callbacks=[BatchRecorder(str(ref_dir / "batches.jsonl"))])
+    reference = _records(ref_dir / "batches.jsonl")
+    assert sorted(reference) == list(range(settings["max_steps"]))
+    return BatchRecorder, ref_dir, reference
+
+
+def _assert_same_weights(ref_dir: Path, out: Path) -> None:
+    ref_w, run_w = _weights(ref_dir / "pretrain" / "model"), _weights(out / "model")
+    assert ref_w.keys() == run_w.keys()
+    for name in ref_w:
+        assert torch.allclose(ref_w[name], run_w[name], rtol=0, atol=1e-6), name
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_where_it_stopped(inputs, tmp_path, monkeypatch):
     """SIGKILL a real training process after a checkpoint, restart, and compare with a run that was
@@ -134,20 +159,10 @@ def test_killed_run_resumes_where_it_stopped(inputs, tmp_path, monkeypatch):
     the optimizer, LR schedule and dropout RNG to have been restored."""
     from bertops.train.pretrain import fit_pretraining
 
-    monkeypatch.setenv("BERTOPS_TRACKING", "off")
     settings = {"max_steps": 24, "checkpoint_every_n_steps": 4, "eval_every_n_steps": 8,
                 "limit_val_batches": 1, "log_every_n_steps": 2, "eval_max_batches": 2}
-    # the same recorder in this process and in the killed one
-    (tmp_path / "batch_recorder.py").write_text(RECORDER)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    from batch_recorder import BatchRecorder as Recorder
-
     # 1. the reference: never interrupted
-    ref_dir = tmp_path / "ref"
-    params = tiny_params(ref_dir, *inputs, **settings)
-    fit_pretraining(params, *inputs, ref_dir / "pretrain", callbacks=[Recorder(str(ref_dir / "batches.jsonl"))])
-    reference = _records(ref_dir / "batches.jsonl")
-    assert sorted(reference) == list(range(24))
+    Recorder, ref_dir, reference = _reference_run(tmp_path, inputs, monkeypatch, settings)
 
     # 2. the same run in a subprocess, killed with SIGKILL once a checkpoint exists
     run_dir = tmp_path / "run"
@@ -185,10 +200,7 @@ def test_killed_run_resumes_where_it_stopped(inputs, tmp_path, monkeypatch):
         logged = sorted({int(float(r["step"])) for r in csv.DictReader(f) if r.get("train/loss")})
     assert logged[0] < saved_step and logged[-1] >= 20
 
-    ref_w, run_w = _weights(ref_dir / "pretrain" / "model"), _weights(out / "model")
-    assert ref_w.keys() == run_w.keys()
-    for name in ref_w:
-        assert torch.allclose(ref_w[name], run_w[name], rtol=0, atol=1e-6), name
+    _assert_same_weights(ref_dir, out)
 
 
 @pytest.mark.slow
@@ -201,18 +213,10 @@ def test_sigterm_saves_a_checkpoint_at_the_step_reached(inputs, tmp_path, monkey
     SIGTERM is as complete as a periodic one)."""
     from bertops.train.pretrain import fit_pretraining
 
-    monkeypatch.setenv("BERTOPS_TRACKING", "off")
     # no periodic checkpoint before max_steps: last.ckpt can only come from the SIGTERM
     settings = {"max_steps": 24, "checkpoint_every_n_steps": 1000, "eval_every_n_steps": 8,
                 "limit_val_batches": 1, "log_every_n_steps": 2, "eval_max_batches": 2}
-    (tmp_path / "batch_recorder.py").write_text(RECORDER)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    from batch_recorder import BatchRecorder as Recorder
-
-    ref_dir = tmp_path / "ref"
-    fit_pretraining(tiny_params(ref_dir, *inputs, **settings), *inputs, ref_dir / "pretrain",
-                    callbacks=[Recorder(str(ref_dir / "batches.jsonl"))])
-    reference = _records(ref_dir / "batches.jsonl")
+    Recorder, ref_dir, reference = _reference_run(tmp_path, inputs, monkeypatch, settings)
 
     run_dir = tmp_path / "run"
     out, log = run_dir / "pretrain", run_dir / "batches.jsonl"
@@ -241,9 +245,7 @@ def test_sigterm_saves_a_checkpoint_at_the_step_reached(inputs, tmp_path, monkey
     resumed = _records(log)
     assert sorted(resumed) == list(range(saved_step, 24))
     assert resumed == {s: reference[s] for s in resumed}
-    ref_w, run_w = _weights(ref_dir / "pretrain" / "model"), _weights(out / "model")
-    for name in ref_w:
-        assert torch.allclose(ref_w[name], run_w[name], rtol=0, atol=1e-6), name
+    _assert_same_weights(ref_dir, out)
 
 
 class _Unpicklable:
