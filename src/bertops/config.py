@@ -27,7 +27,8 @@ class DataParams(_Section):
     """Built-in data (bertops.data.fetch); see params.yaml `data:`."""
 
     dir: str = "data"
-    corpus_sources: list[str] = Field(default_factory=list)
+    corpus_sources: list[str] = Field(default_factory=lambda: [
+        "django-docs", "austen", "bbc", "speeches", "rotten-tomatoes-plots"])
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     min_sentences: int = Field(2, ge=1)  # corpus documents need two for next-sentence pairs
@@ -145,7 +146,7 @@ class FinetuneParams(_Section):
     warmup_ratio: float = 0.1
     classifier_dropout: float = 0.1
     gradient_clip_val: float = 1.0
-    precision: str = "auto"  # auto: bf16-mixed on a GPU, 32-true on CPU; or any Lightning precision
+    precision: str = "32-true"  # any Lightning precision; auto: bf16-mixed on a GPU (see params.yaml)
 
 
 class EvaluateParams(_Section):
@@ -200,7 +201,7 @@ class PretrainParams(_Section):
     pad_to_multiple_of: int | None = 8
     max_predictions_per_seq: int | None = None  # static MLM gather (None: exactly the masked positions)
     compile: bool = False  # torch.compile with static shapes
-    precision: str = "32-true"  # any Lightning precision; auto: bf16-mixed on a GPU (see params.yaml)
+    precision: str = "auto"  # auto: bf16-mixed on a GPU, 32-true on CPU; or any Lightning precision
     accelerator: str = "auto"
     devices: int | str | list[int] = "auto"
     num_nodes: int = Field(1, ge=1)

@@ -33,3 +33,19 @@ def test_task_type_needs_its_fields(tmp_path):
                  "    labels: [no, yes]\n")
     with pytest.raises(ValidationError, match="exactly 2 text_fields"):
         load_params(p)
+
+
+def test_typed_defaults_agree_with_params_yaml():
+    # params.yaml documents every default; a params file that leaves a key out must get the same
+    # value from the typed config (a swapped default once slipped through unnoticed).
+    from bertops.config import Params
+
+    # Not compared: the task declarations, which tasks to fine-tune (empty in code = all declared)
+    # and the built-in data's size caps (none in code).
+    skip = {"tasks": True, "finetune": {"tasks"}, "data": {"max_examples"}}
+    in_file = load_params("params.yaml").model_dump(exclude=skip)
+    in_code = Params().model_dump(exclude=skip)
+    differ = {f"{section}.{key}": (value, in_code[section][key])
+              for section, fields in in_file.items() if isinstance(fields, dict)
+              for key, value in fields.items() if in_code[section].get(key) != value}
+    assert differ == {}, differ
