@@ -1,4 +1,4 @@
-"""Small helpers shared by tests that start real servers."""
+"""Small helpers shared by tests: real servers, a tiny encoder."""
 
 from __future__ import annotations
 
@@ -55,3 +55,19 @@ def dump_dom(url: str, user_data_dir: Path, budget_ms: int = 15000) -> str:
                           f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
                          capture_output=True, text=True, timeout=120)
     return out.stdout
+
+
+def write_tiny_encoder(out: Path, max_position_embeddings: int = 128) -> Path:
+    """A random BERT (hidden 32, 2 layers, seed 0) with the MiniLM (bert-base-uncased) tokenizer files."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from bertops.train.finetune import resolve_init_dir
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=max_position_embeddings)).save_pretrained(out)
+    src = resolve_init_dir("minilm")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(src / name, out / name)
+    return out

@@ -7,13 +7,13 @@ feature_extraction and single_task modes, a new task declared only in params, `b
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
 
 from bertops.config import load_params
-from bertops.train.finetune import fit_multitask, predict_split, resolve_init_dir
+from bertops.train.finetune import fit_multitask, predict_split
+from tests.helpers import write_tiny_encoder
 
 BUILTIN = ["sentiment", "topic", "wic", "code-entities", "define-qa"]
 SMALL = {  # a few steps on a few examples: this checks the code path, not the model's quality
@@ -25,16 +25,7 @@ SMALL = {  # a few steps on a few examples: this checks the code path, not the m
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
-    """A random BERT with hidden 32 and 2 layers, and the MiniLM (bert-base-uncased) tokenizer."""
-    from transformers import BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("encoder")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(out)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(resolve_init_dir("minilm") / name, out / name)
-    return out
+    return write_tiny_encoder(tmp_path_factory.mktemp("encoder"))
 
 
 def real_params(data_dir, tmp_path, **extra):

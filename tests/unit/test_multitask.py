@@ -12,7 +12,8 @@ import torch
 from bertops.config import TaskParams
 from bertops.data import tasks as T
 from bertops.model.multitask import FEATURE_LAYERS, HEADS_NAME, MultiTaskModel, collate
-from bertops.train.finetune import MultiTaskBatches, resolve_init_dir, task_sampling_probs
+from bertops.train.finetune import MultiTaskBatches, task_sampling_probs
+from tests.helpers import write_tiny_encoder
 
 TASK_PARAMS = {
     "sent": TaskParams(type="sequence_classification", path="x", text_fields=["text"], labels=["neg", "pos"],
@@ -34,17 +35,7 @@ INPUTS = {
 
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory):
-    """A tiny random BERT (hidden 32, 2 layers) with the MiniLM tokenizer files."""
-    from transformers import BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("tiny_encoder")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(out)
-    src = resolve_init_dir("minilm")
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(src / name, out / name)
-    return out
+    return write_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"), max_position_embeddings=64)
 
 
 def _batch(model, task):
