@@ -16,6 +16,7 @@ import json
 import sys
 
 import yaml
+from pydantic import ValidationError
 
 from bertops.env import apply_offline_env
 from bertops.errors import BertopsError
@@ -134,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except BertopsError as e:
         print(f"bertops: error: {e}", file=sys.stderr)
+        return 2
+    except ValidationError as e:  # params.yaml or a -S override does not fit the typed config
+        print(f"bertops: error: {getattr(args, 'params', 'params.yaml')}: {e}", file=sys.stderr)
         return 2
 
 

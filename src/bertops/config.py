@@ -19,6 +19,10 @@ TaskType = Literal[
 ]
 
 
+# Lightning's precision names, plus auto (bertops.train.precision.resolve_precision)
+Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -146,7 +150,7 @@ class FinetuneParams(_Section):
     warmup_ratio: float = 0.1
     classifier_dropout: float = 0.1
     gradient_clip_val: float = 1.0
-    precision: str = "32-true"  # any Lightning precision; auto: bf16-mixed on a GPU (see params.yaml)
+    precision: Precision = "32-true"  # auto: bf16-mixed on a GPU (see params.yaml)
 
 
 class EvaluateParams(_Section):
@@ -201,7 +205,7 @@ class PretrainParams(_Section):
     pad_to_multiple_of: int | None = 8
     max_predictions_per_seq: int | None = None  # static MLM gather (None: exactly the masked positions)
     compile: bool = False  # torch.compile with static shapes
-    precision: str = "auto"  # auto: bf16-mixed on a GPU, 32-true on CPU; or any Lightning precision
+    precision: Precision = "auto"  # auto: bf16-mixed on a GPU, 32-true on CPU
     accelerator: str = "auto"
     devices: int | str | list[int] = "auto"
     num_nodes: int = Field(1, ge=1)

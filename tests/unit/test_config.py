@@ -49,3 +49,14 @@ def test_typed_defaults_agree_with_params_yaml():
               for section, fields in in_file.items() if isinstance(fields, dict)
               for key, value in fields.items() if in_code[section].get(key) != value}
     assert differ == {}, differ
+
+
+@pytest.mark.parametrize("section", ["pretrain", "finetune"])
+def test_bad_precision_is_a_clear_error_before_any_work(section, capsys):
+    from bertops.cli import main
+
+    with pytest.raises(ValidationError, match=f"{section}.precision"):
+        load_params("params.yaml", {f"{section}.precision": "bf17"})
+    assert main(["stage", section, "-S", f"{section}.precision=bf17"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bertops: error: params.yaml:") and f"{section}.precision" in err and "bf16-mixed" in err
