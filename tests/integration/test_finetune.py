@@ -102,6 +102,7 @@ def test_feature_extraction_keeps_encoder_and_single_task_trains_each(real_data_
     params = real_params(real_data_dir, tmp_path, **{"finetune.mode": "single_task", "finetune.max_epochs": 1})
     r = fit_multitask(params, str(tiny_encoder), tmp_path / "st", seed=3, tasks=["sentiment", "wic"])
     assert r["model_dir"] is None
+    assert r["precision"] == "32-true"  # the stage records it in metrics.json for every mode
     assert set(r["model_dirs"]) == {"sentiment", "wic"} and r["model_dirs"]["wic"] != r["model_dirs"]["sentiment"]
     from bertops.model.multitask import MultiTaskModel
 

@@ -301,6 +301,7 @@ def fit_multitask(params: "Params", init_dir: str | Path | None, out_dir: str | 
         "validation_examples": {t: r["validation_examples"][t] for t, r in runs.items()},
         "steps": sum(r["steps"] for r in runs.values()),
         "wall_s": sum(r["wall_s"] for r in runs.values()),
+        "precision": next(iter(runs.values()))["precision"],  # one setting for every run
     }
 
 
