@@ -673,9 +673,7 @@ def evaluate_pretraining(trainer: L.Trainer, module: BertPretrainingModule,
     """Held-out MLM and NSP accuracy on the validation split (masked with fixed per-batch seeds,
     so every evaluation sees the same masks), next to trivial baselines: always predicting the
     most frequent non-special training token at every masked position, and always predicting the
-    majority NSP label of the training split."""
-    special = set(datamodule.tokenizer.all_special_ids)
-    module.most_frequent_token_id, _ = _most_frequent(dataset["train"], "input_ids", special)
+    majority NSP label of the training split (module.most_frequent_token_id, set by fit_pretraining)."""
     nsp_majority, _ = _most_frequent(dataset["train"], "next_sentence_label", set())
     nsp_val = np.asarray(dataset["validation"].data.column("next_sentence_label").to_numpy())
     t0 = time.perf_counter()
