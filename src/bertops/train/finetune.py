@@ -308,7 +308,6 @@ def fit_multitask(params: "Params", init_dir: str | Path | None, out_dir: str | 
 def _fit(params: "Params", names: list[str], init_dir: Path, out_dir: Path, seed: int,
          random_init: bool, loggers) -> dict:
     import lightning as L
-    import torch
     from torch.utils.data import DataLoader
 
     from bertops.io import atomic_path
@@ -355,8 +354,6 @@ def _fit(params: "Params", names: list[str], init_dir: Path, out_dir: Path, seed
     # (a frozen encoder stays in eval mode, see MultiTaskModel.train)
     module.train()
     keep = _keep_best_callback()
-    if torch.cuda.is_available():
-        torch.set_float32_matmul_precision("high")  # TF32 for fp32 matmuls on a GPU
     trainer = L.Trainer(
         accelerator="auto", devices=1, precision=resolve_precision(ft.precision, "auto"),
         max_epochs=ft.max_epochs, max_steps=ft.max_steps,

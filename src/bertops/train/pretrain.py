@@ -55,7 +55,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from bertops.errors import BertopsError, DataError
 from bertops.text.masking import PretrainingCollator, SeededBatch
 from bertops.train.flops import FLOP_CONVENTION, executed_flops_per_token, measure_matmul_tflops, model_flops_per_token
-from bertops.train.precision import resolve_precision
+from bertops.train.precision import on_gpu, resolve_precision
 
 if TYPE_CHECKING:
     from bertops.config import Params
@@ -575,12 +575,10 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
         raise DataError(data_dir, None, "sequences fit max_position_embeddings",
                         f"longest example has {longest} tokens > {config.max_position_embeddings}")
     accelerator = p.accelerator
-    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    if on_gpu:
-        torch.set_float32_matmul_precision("high")  # TF32 for whatever runs outside bf16 autocast
     precision = resolve_precision(p.precision, accelerator)
     # A GPU step is shorter than collating a big batch in the training process: use workers.
-    num_workers = p.num_workers if p.num_workers is not None else (min(4, os.cpu_count() or 1) if on_gpu else 0)
+    gpu_workers = min(4, os.cpu_count() or 1) if on_gpu(accelerator) else 0
+    num_workers = p.num_workers if p.num_workers is not None else gpu_workers
 
     # Static shapes for torch.compile: fixed sequence length and a fixed number of MLM rows.
     static = p.compile or p.max_predictions_per_seq is not None
