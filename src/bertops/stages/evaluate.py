@@ -144,7 +144,7 @@ def run(params: Params) -> dict:
             verdicts = {t: report.verdict(aggregates["pretrained"][t]["score"],
                                           aggregates["random_init"][t]["score"], floor[t]) for t in tasks}
 
-        metrics = {name: agg for name, agg in aggregates.items()}
+        metrics = dict(aggregates)
         metrics["mean_score"] = aggregates["pipeline"]["mean_score"]["mean"]
         metrics["verdict"] = verdicts
         metrics["seeds"] = list(ep.seeds)
