@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import shutil
 import sys
+from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
@@ -61,30 +64,76 @@ def _cmd_predict(args) -> int:
     return predict.main(args)
 
 
+PROJECT_MARKERS = ("dvc.yaml", "flows/pipeline.py")
+
+
+def find_project_root(start: str | Path | None = None) -> Path | None:
+    """The nearest directory at or above `start` (default: the working directory) that holds
+    dvc.yaml and flows/pipeline.py, i.e. a bertops project; None when there is none."""
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if all((d / m).is_file() for m in PROJECT_MARKERS):
+            return d
+    return None
+
+
+def _no_project_message(cwd: Path) -> str:
+    msg = (f"`bertops run` needs a bertops project (a directory with {' and '.join(PROJECT_MARKERS)}); "
+           f"there is none at or above {cwd}")
+    installed_from = find_project_root(Path(__file__).parent)  # an editable install of a checkout
+    if installed_from is not None:
+        msg += f". Run it in {installed_from} (or any directory under it)"
+    return msg
+
+
+def _project_params(root: Path, given: str | None) -> Path:
+    """The project's params.yaml. DVC reads that file (dvc.yaml `params:`), so a run with any other
+    parameters file would record and skip stages by the wrong values: refused, not ignored."""
+    params = root / "params.yaml"
+    if given is not None and not (Path(given).exists() and Path(given).resolve() == params.resolve()):
+        raise BertopsError(
+            f"bertops run: --params {given}: the pipeline runs through DVC, which reads {params} only; "
+            f"edit that file, or override keys with -S KEY=VALUE (e.g. -S pretrain.max_steps=50)")
+    return params
+
+
 def _cmd_run(args) -> int:
-    sys.path.insert(0, ".")
+    root = find_project_root()
+    if root is None:
+        raise BertopsError(_no_project_message(Path.cwd()))
+    _project_params(root, args.params)
+    overrides = _parse_overrides(args.set or [])
+    os.chdir(root)  # stages, dvc and the tracking store all work relative to the project root
+    sys.path.insert(0, str(root))
     from flows.pipeline import StageFailed, pipeline
 
     try:
-        pipeline(overrides=_parse_overrides(args.set or []))
+        pipeline(overrides=overrides)
     except StageFailed as e:  # the stage already printed its own message; end without a traceback
         print(f"bertops: error: pipeline stopped at stage {e.stage!r}; nothing after it ran", file=sys.stderr)
         return 1
     return 0
 
 
-def _cmd_serve(args) -> int:
-    import os
-    import shutil
-
+def serve_command(args) -> tuple[list[str], dict[str, str]]:
+    """The MLflow scoring server's command line and environment. MLflow starts `uvicorn` from
+    PATH, so this interpreter's bin directory goes first: `bertops serve` works without an
+    activated virtualenv (as the flow does for dvc)."""
     from bertops.tracking import tracking_uri
 
-    # The MLflow scoring server: POST /invocations with {"dataframe_split": ...}; GET /ping.
-    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
-    mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    env.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
+    mlflow_bin = shutil.which("mlflow", path=bin_dir) or shutil.which("mlflow", path=env["PATH"]) or "mlflow"
     cmd = [mlflow_bin, "models", "serve", "-m", args.model_uri, "--env-manager", "local",
            "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    os.execv(mlflow_bin, cmd)
+    return cmd, env
+
+
+def _cmd_serve(args) -> int:
+    # The MLflow scoring server: POST /invocations with {"dataframe_split": ...}; GET /ping.
+    cmd, env = serve_command(args)
+    os.execvpe(cmd[0], cmd, env)  # searches env's PATH when mlflow is not in this venv
     return 0  # not reached
 
 
@@ -122,9 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=5001)
     sv.set_defaults(func=_cmd_serve)
 
-    r = sub.add_parser("run", help="run the whole pipeline as a Prefect flow")
+    r = sub.add_parser("run", help="run the whole pipeline as a Prefect flow, in the project at or above "
+                                   "the working directory")
     common(r)
-    r.set_defaults(func=_cmd_run)
+    r.set_defaults(func=_cmd_run, params=None)  # None: the project's params.yaml (the only one DVC reads)
     return p
 
 
