@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # dvc.yaml runs `bertops stage ...`: the venv's commands come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install system-deps run test data ui bench lock clean
+.PHONY: install system-deps run test lint data ui bench lock clean
 
 install: $(STAMP)
 
@@ -37,7 +37,10 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: install system-deps
+lint: install
+	$(BIN)/ruff check src flows tests bench
+
+test: install system-deps lint
 	$(BIN)/python -m pytest -q
 
 ui: install
