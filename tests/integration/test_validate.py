@@ -181,6 +181,19 @@ def leak_test_text_into_corpus(d: Path):
     return 2, article["id"]
 
 
+def control_character_in_corpus(d: Path):  # a stray NUL: BERT's normalizer would drop it silently
+    return _edit(d / "corpus/bbc.jsonl", 3, lambda r: r.update(text=r["text"][:50] + "\x00" + r["text"][50:]))
+
+
+def control_character_in_task_text(d: Path):  # a terminal escape sequence pasted into a review
+    return _edit(d / "tasks/sentiment/validation.jsonl", 2, lambda r: r.update(text="\x1b[1m" + r["text"]))
+
+
+def control_character_in_a_token(d: Path):  # a form feed inside one token of a token task
+    return _edit(d / "tasks/code-entities/test.jsonl", 2,
+                 lambda r: r["tokens"].__setitem__(1, r["tokens"][1] + "\x0c"))
+
+
 def missing_split(d: Path):
     (d / "tasks/wic/validation.jsonl").unlink()
     return None, None
@@ -203,6 +216,9 @@ CASES = [  # corruption, file, rule, tasks to validate (corpus always)
     (text_in_two_splits, "tasks/wic/validation.jsonl", "text_in_one_split", ["wic"]),
     (leak_test_text_into_corpus, "tasks/topic/test.jsonl", "not_in_pretraining_corpus", ["topic"]),
     (missing_split, "tasks/wic/validation.jsonl", "file_exists", ["wic"]),
+    (control_character_in_corpus, "corpus/bbc.jsonl", "no_control_characters", []),
+    (control_character_in_task_text, "tasks/sentiment/validation.jsonl", "no_control_characters", ["sentiment"]),
+    (control_character_in_a_token, "tasks/code-entities/test.jsonl", "no_control_characters", ["code-entities"]),
 ]
 
 

@@ -10,6 +10,7 @@ sentence counts, and the keys used by the cross-split and duplicate checks.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import Any, Iterable, Sequence
 
@@ -29,11 +30,41 @@ TEXT_IN_ONE_SPLIT = "text_in_one_split"
 NOT_IN_CORPUS = "not_in_pretraining_corpus"
 FILE_EXISTS = "file_exists"
 FILE_NOT_EMPTY = "file_not_empty"
+NO_CONTROL_CHARACTERS = "no_control_characters"
 
 
 # One definition, shared with the fetch (which drops the examples these rules would reject):
 # casefolded words joined by single spaces, so spacing, punctuation and case do not hide a duplicate.
 from bertops.data.leaks import normalize_text  # noqa: E402
+
+
+# Unicode's control characters (category Cc: U+0000-U+001F, U+007F-U+009F) except tab and newline.
+# BERT's normalizer silently drops them, so text carrying them (a stray NUL, a form feed, a
+# carriage return, an escape sequence) is not the text the model sees: rejected, not cleaned.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def control_character_error(rec: dict) -> str | None:
+    """The first control character other than tab and newline in any string of the record (nested
+    lists and objects included, e.g. tokens, answers.text), named by field and offset."""
+    for where, text in _strings(rec, ""):
+        m = _CONTROL.search(text)
+        if m:
+            i = m.start()
+            return (f"{where} has control character U+{ord(m.group()):04X} at offset {i} "
+                    f"(only tab and newline are allowed): {text[max(0, i - 30):i + 30]!r}")
+    return None
+
+
+def _strings(value: Any, where: str) -> Iterable[tuple[str, str]]:
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{where}[{i}]")
 
 
 def count_sentences(text: str) -> int:

@@ -86,6 +86,9 @@ def _validate_corpus(params: "Params", gx: GXRunner, index: SentenceIndex, resul
     for report, loaded in zip(reports, files):
         checked = 0
         for line, rec in zip(loaded.lines, loaded.records):
+            detail = rules.control_character_error(rec)
+            if detail:
+                report.fail(rules.NO_CONTROL_CHARACTERS, "python", detail, line, record_id(rec))
             text = rec.get("text")
             if not isinstance(text, str):
                 continue  # reported by not_null/is_str
@@ -101,6 +104,7 @@ def _validate_corpus(params: "Params", gx: GXRunner, index: SentenceIndex, resul
                 duplicates.append((report, line, record_id(rec), first_seen[doc_key]))
             else:
                 first_seen[doc_key] = (report.key, line)
+        report.add(rules.NO_CONTROL_CHARACTERS, "python", len(loaded.records))
         report.add(rules.MIN_SENTENCES, "python", checked)
         report.add(rules.DUPLICATE_DOCUMENT, "python", checked)
     if len(duplicates) > vp.max_duplicate_documents:
@@ -181,6 +185,9 @@ def _validate_task(name: str, task: "TaskParams", vp: "ValidateParams", gx: GXRu
         keys_here: dict[int, tuple[str, int]] = {}
         for line, rec in zip(loaded.lines, loaded.records):
             rid = record_id(rec)
+            detail = rules.control_character_error(rec)
+            if detail:
+                report.fail(rules.NO_CONTROL_CHARACTERS, "python", detail, line, rid)
             if rid is not None:
                 if rid in seen_ids:
                     other = seen_ids[rid]
@@ -203,6 +210,7 @@ def _validate_task(name: str, task: "TaskParams", vp: "ValidateParams", gx: GXRu
                     report.fail(rules.NOT_IN_CORPUS, "python",
                                 f"{found}/{checked} of its sentences are in the corpus, e.g. "
                                 f"{_snippet(sentence)!r} in {corpus_key} line {corpus_line}", line, rid)
+        report.add(rules.NO_CONTROL_CHARACTERS, "python", len(loaded.records))
         report.add(rules.ID_IN_ONE_SPLIT, "python", len(loaded.records))
         report.add(rules.TEXT_IN_ONE_SPLIT, "python", len(loaded.records))
         if check_leaks:
