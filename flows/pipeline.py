@@ -56,7 +56,7 @@ def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
         return
     from ruamel.yaml import YAML
 
-    from bertops.config import Params, load_params_dict
+    from bertops.config import Params, apply_override, load_params_dict
 
     Params.model_validate(load_params_dict(root / "params.yaml", overrides))  # fail before writing
     yaml = YAML()
@@ -64,11 +64,7 @@ def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
     path = root / "params.yaml"
     tree = yaml.load(path.read_text())
     for dotted, value in overrides.items():
-        node = tree
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
+        apply_override(tree, dotted, value)  # config's walker: the same keys load_params validated
     with open(path, "w") as f:
         yaml.dump(tree, f)
 

@@ -8,6 +8,7 @@ Unknown keys are errors, so a typo in params.yaml fails loudly instead of being 
 from __future__ import annotations
 
 import copy
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -236,12 +237,15 @@ class Params(_Section):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 
 
-def _apply_override(tree: dict, dotted: str, value: Any) -> None:
+def apply_override(tree: MutableMapping, dotted: str, value: Any) -> None:
+    """Set the dotted key `a.b.c` of a nested mapping to `value`, creating missing sections.
+    The one override walker: `load_params` runs it on a plain dict, the flow on the ruamel tree of
+    params.yaml (which keeps its comments)."""
     keys = dotted.split(".")
     node = tree
     for key in keys[:-1]:
         node = node.setdefault(key, {})
-        if not isinstance(node, dict):
+        if not isinstance(node, MutableMapping):
             raise KeyError(f"override {dotted!r}: {key!r} is not a section")
     node[keys[-1]] = value
 
@@ -251,7 +255,7 @@ def load_params_dict(path: str | Path = "params.yaml", overrides: dict[str, Any]
         tree = yaml.safe_load(f) or {}
     tree = copy.deepcopy(tree)
     for key, value in (overrides or {}).items():
-        _apply_override(tree, key, value)
+        apply_override(tree, key, value)
     return tree
 
 

@@ -40,6 +40,37 @@ def test_overrides_are_written_to_params_yaml_keeping_comments(flow_module, tmp_
     assert load_params(tmp_path / "params.yaml").register_.threshold == 0.5
 
 
+def test_flow_and_load_params_walk_overrides_alike(flow_module, tmp_path):
+    # one walker (config.apply_override): a section params.yaml leaves out is created by both,
+    # where the flow's own walker used to stop with KeyError: 'pretrain'
+    path = tmp_path / "params.yaml"
+    path.write_text("# my trimmed params\nseed: 7  # the seed\n")
+    overrides = {"pretrain.max_steps": 50, "model.overrides.hidden_dropout_prob": 0.0}
+    expected = load_params(path, overrides)
+    flow_module.apply_overrides(tmp_path, overrides)
+    assert "# my trimmed params" in path.read_text() and "# the seed" in path.read_text()
+    written = load_params(path)
+    assert written == expected and written.pretrain.max_steps == 50 and written.seed == 7
+
+
+def test_apply_override_on_a_ruamel_tree_keeps_comments(tmp_path):
+    import io
+
+    from ruamel.yaml import YAML
+
+    from bertops.config import apply_override
+
+    yaml = YAML()
+    tree = yaml.load("a:\n  b: 1  # keep me\n")
+    apply_override(tree, "a.c.d", 2)
+    apply_override(tree, "a.b", 3)
+    with pytest.raises(KeyError, match="'b' is not a section"):
+        apply_override(tree, "a.b.x", 4)
+    out = io.StringIO()
+    yaml.dump(tree, out)
+    assert "# keep me" in out.getvalue() and yaml.load(out.getvalue()) == {"a": {"b": 3, "c": {"d": 2}}}
+
+
 def test_bad_override_leaves_params_untouched(flow_module, tmp_path):
     shutil.copy("params.yaml", tmp_path / "params.yaml")
     before = (tmp_path / "params.yaml").read_text()
