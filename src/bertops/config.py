@@ -119,7 +119,8 @@ class RegisterParams(_Section):
     model_name: str = "bertops"
     encoder_model_name: str = "bertops-encoder"
     gate_metrics_file: str = "artifacts/finetune/metrics.json"
-    gate_metric: str = "score"
+    # the kept model's mean score on the gate examples, which chose nothing (finetune.gate_fraction)
+    gate_metric: str = "gate.score"
     threshold: float = 0.0
     out_dir: str = "artifacts/register"
 
@@ -139,7 +140,10 @@ class FinetuneParams(_Section):
     sampling: Literal["proportional", "temperature", "uniform"] = "temperature"
     temperature: float = Field(2.0, gt=0)
     max_train_examples_per_task: int | None = 1000
-    max_eval_examples_per_task: int | None = 400
+    max_eval_examples_per_task: int | None = 400  # caps the selection and the gate examples each
+    # of each task's validation split, by a stable hash of the example id: scored once on the kept
+    # model for the registry gate; the rest chooses the kept epoch
+    gate_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     batch_size: int = 32
     eval_batch_size: int = 64
     max_epochs: int = 3

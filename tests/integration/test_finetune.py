@@ -1,7 +1,8 @@
 """Fine-tuning on small slices of the real built-in tasks, with a tiny random encoder.
 
-Covers: all four task types through fit_multitask and predict_split, the finetune stage's outputs,
-feature_extraction and single_task modes, a new task declared only in params, `bertops predict`.
+Covers: all four task types through fit_multitask and predict_split, the finetune stage's outputs
+(selection and gate scores on disjoint validation examples), feature_extraction and single_task
+modes, a new task declared only in params, `bertops predict`.
 """
 
 from __future__ import annotations
@@ -72,15 +73,25 @@ def test_finetune_stage_all_task_types(real_data_dir, tiny_encoder, tmp_path, mo
             assert all(len(p) == len(g) for p, g in zip(pred, gold))
         if task == "define-qa":
             assert all(isinstance(g, list) and g for g in gold)
-    # validation metrics re-computed from predict_split on the same capped records agree
-    from bertops.train.finetune import _cap, score_task
+    # The kept epoch was chosen on the selection examples, the gate number is the kept model's score
+    # on the gate examples: two disjoint parts of validation, each score recomputed from predictions.
+    from bertops.tracking.registry import get_dotted
+    from bertops.train.finetune import score_task, validation_parts
 
     pred, gold = predict_split(model_dir, params.tasks["wic"], "validation", "wic")
     records = [json.loads(line) for line in open(real_data_dir / "tasks/wic/validation.jsonl")]
-    keep = {r["id"] for r in _cap(records, 12, params.seed, "wic")}
-    idx = [i for i, r in enumerate(records) if r["id"] in keep]
-    again = score_task(model.tasks["wic"], [pred[i] for i in idx], [gold[i] for i in idx])
-    assert again["score"] == pytest.approx(metrics["tasks"]["wic"]["score"])
+    selection, gate = validation_parts(params, "wic", params.seed)
+    assert len(selection) == len(gate) == 12 and not {r["id"] for r in selection} & {r["id"] for r in gate}
+    for part, reported in ((selection, metrics["tasks"]["wic"]), (gate, metrics["gate"]["tasks"]["wic"])):
+        ids = {r["id"] for r in part}
+        idx = [i for i, r in enumerate(records) if r["id"] in ids]
+        again = score_task(model.tasks["wic"], [pred[i] for i in idx], [gold[i] for i in idx])
+        assert again == pytest.approx(reported)
+    assert metrics["gate"]["examples"] == {t: 12 for t in BUILTIN}
+    assert metrics["validation_examples"] == {t: 12 for t in BUILTIN}
+    assert metrics["gate"]["score"] == pytest.approx(sum(m["score"] for m in metrics["gate"]["tasks"].values()) / 5)
+    # the registry gate reads that number (params.yaml register.gate_metric)
+    assert get_dotted(metrics, params.register_.gate_metric) == metrics["gate"]["score"]
 
 
 @pytest.mark.slow
@@ -101,12 +112,18 @@ def test_feature_extraction_keeps_encoder_and_single_task_trains_each(real_data_
 
     params = real_params(real_data_dir, tmp_path, **{"finetune.mode": "single_task", "finetune.max_epochs": 1})
     r = fit_multitask(params, str(tiny_encoder), tmp_path / "st", seed=3, tasks=["sentiment", "wic"])
-    assert r["model_dir"] is None
+    # one model per task under the same model dir the other modes use, routed by a manifest
+    assert r["model_dir"] == str(tmp_path / "st" / "model")
     assert r["precision"] == "32-true"  # the stage records it in metrics.json for every mode
-    assert set(r["model_dirs"]) == {"sentiment", "wic"} and r["model_dirs"]["wic"] != r["model_dirs"]["sentiment"]
+    assert r["model_dirs"] == {t: str(tmp_path / "st" / "model" / t) for t in ("sentiment", "wic")}
+    assert set(r["gate"]["tasks"]) == {"sentiment", "wic"}
     from bertops.model.multitask import MultiTaskModel
+    from bertops.train.finetune import task_model_dir
 
     assert list(MultiTaskModel.from_pretrained(r["model_dirs"]["wic"]).tasks) == ["wic"]
+    assert task_model_dir(r["model_dir"], "wic") == tmp_path / "st" / "model" / "wic"
+    pred, gold = predict_split(r["model_dir"], params.tasks["sentiment"], "validation", "sentiment")
+    assert len(pred) == len(gold) and set(pred) <= {"rotten", "fresh"}
 
 
 @pytest.mark.slow
@@ -136,7 +153,8 @@ def test_new_task_declared_only_in_params(tiny_encoder, tmp_path, monkeypatch, c
              ("grey stone", "a yellow sun", "colour")]
     for split in ("train", "validation", "test"):
         with open(data / f"{split}.jsonl", "w") as f:
-            for i, (a, b, lab) in enumerate(pairs * 2):
+            # validation is cut into selection and gate examples: 4 copies put every pair in both
+            for i, (a, b, lab) in enumerate(pairs * (4 if split == "validation" else 2)):
                 f.write(json.dumps({"id": f"{split}{i}", "left": a, "right": b, "verdict": lab}) + "\n")
     params = load_params("params.yaml", {
         "tasks.kinds": {"type": "pair_classification", "path": str(data), "text_fields": ["left", "right"],
@@ -148,7 +166,7 @@ def test_new_task_declared_only_in_params(tiny_encoder, tmp_path, monkeypatch, c
     from bertops.stages import finetune
 
     result = finetune.main(params)
-    assert result["tasks"]["kinds"] == 1.0  # learns 6 pairs: the task really trained
+    assert result["tasks"]["kinds"] == 1.0 and result["gate_score"] == 1.0  # learns 6 pairs: it really trained
     pred, gold = predict_split(result["model_dir"], params.tasks["kinds"], "test", "kinds")
     assert pred == gold == [p[2] for p in pairs * 2]
 

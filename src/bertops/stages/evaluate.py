@@ -181,11 +181,13 @@ def _fit(ft_params: Params, init_dir: str, run_dir: Path, seed: int, random_init
 
 
 def _pipeline_model_dirs(params: Params, tasks: list[str]) -> dict[str, Path]:
-    """The finetune stage's model: evaluate.model_dir, or one dir per task in single_task mode."""
+    """The finetune stage's model: evaluate.model_dir, or its per-task dirs in single_task mode."""
+    from bertops.train.finetune import task_model_dir
+
     ep = params.evaluate
-    dirs = {t: Path(ep.model_dir) for t in tasks}
-    if not Path(ep.model_dir, "config.json").exists() and params.finetune.mode == "single_task":
-        dirs = {t: Path(params.finetune.out_dir, "single_task", t, "model") for t in tasks}
+    if not Path(ep.model_dir).is_dir():
+        raise BertopsError(f"evaluate: no fine-tuned model at {ep.model_dir} (run the finetune stage)")
+    dirs = {t: task_model_dir(ep.model_dir, t) for t in tasks}
     missing = sorted({str(d) for d in dirs.values() if not (d / "config.json").exists()})
     if missing:
         raise BertopsError(f"evaluate: no fine-tuned model at {', '.join(missing)} (run the finetune stage)")

