@@ -53,6 +53,23 @@ def test_better_by_less_than_threshold_is_not_promoted(client, tmp_path):
     assert client.get_model_version_by_alias("m", "champion").version == v3
 
 
+@pytest.mark.parametrize("value", [0.5, 0.4583334, 2 / 3])
+def test_model_equal_to_the_champion_is_not_promoted_at_threshold_zero(client, tmp_path, value):
+    # the same model registered again (e.g. a rerun): its gate value equals the champion's, so it
+    # must not take the alias; 0.4583334 also checks the comparison is not won by a rounding digit
+    # of the stored tag (0.458333)
+    v1 = _new_version(client, tmp_path, 1)
+    registry.apply_gate(client, "m", v1, value, threshold=0.0)
+    v2 = _new_version(client, tmp_path, 2)
+    gate = registry.apply_gate(client, "m", v2, value, threshold=0.0)
+    assert gate["alias"] == "challenger" and gate["previous_champion"] == v1
+    assert client.get_model_version_by_alias("m", "champion").version == v1
+    assert registry.decide_promotion(value, value, 0.0)[0] == "challenger"
+    # and just better (by more than the stored precision) is promoted
+    v3 = _new_version(client, tmp_path, 3)
+    assert registry.apply_gate(client, "m", v3, value + 2e-6, threshold=0.0)["alias"] == "champion"
+
+
 def test_get_dotted_reads_mean_of_seed_metrics():
     metrics = {"mean_score": 0.7, "pretrained": {"sentiment": {"accuracy": {"mean": 0.8, "std": 0.01}}}}
     assert registry.get_dotted(metrics, "mean_score") == 0.7

@@ -101,10 +101,20 @@ def current_champion(client, name: str):
         return None
 
 
+def gate_value(value: float) -> float:
+    """A gate value as the registry stores it (the tag, 6 decimals). Both sides of the comparison
+    use this form: a model equal to the champion must compare equal, not win by a rounding digit
+    (0.4583334 read back from its tag is 0.458333)."""
+    return float(f"{float(value):.6f}")
+
+
 def apply_gate(client, name: str, version: str, new_value: float, threshold: float) -> dict:
-    """Tag the version with its gate value and give it champion or challenger."""
+    """Tag the version with its gate value and give it champion or challenger (strictly better by
+    more than `threshold` is required: a model equal to the champion stays challenger)."""
+    new_value = gate_value(new_value)
     champion = current_champion(client, name)
-    champion_value = float(champion.tags[GATE_TAG]) if champion is not None and GATE_TAG in champion.tags else None
+    champion_value = (gate_value(champion.tags[GATE_TAG]) if champion is not None and GATE_TAG in champion.tags
+                      else None)
     if champion is not None and champion_value is None:
         champion_value = float("-inf")  # a champion without a gate value can be replaced
     alias, reason = decide_promotion(new_value, champion_value, threshold)
