@@ -5,6 +5,7 @@ import hashlib
 import pytest
 
 from bertops.errors import BertopsError
+from bertops.text.pretraining_data import tokenize_documents
 from bertops.text.sentences import split_sentences
 from bertops.text.tokenizer import (SPECIAL_TOKENS, load_tokenizer, save_tokenizer,
                                     train_wordpiece, wordpiece_from_vocab_file)
@@ -60,6 +61,30 @@ def test_round_trip_and_lowercase(saved):
     text = "the quick brown fox jumps over the lazy dog."
     assert saved.decode(saved(text.upper())["input_ids"], skip_special_tokens=True) == text
     assert "[UNK]" not in saved.tokenize("filtering querysets")
+
+
+def test_trained_vocabulary_is_lowercased(trained):
+    # The trainer's own normaliser must lowercase: the saved tokenizer lowercases anyway (saving
+    # sets do_lower_case), so a cased vocabulary would show only as unreachable "Elizabeth" entries
+    # and [UNK]s for every capitalised word seen in training.
+    vocab = trained.get_vocab()
+    assert not [t for t in vocab if t not in SPECIAL_TOKENS and t != t.lower()]
+    assert {"elizabeth", "django", "queryset"} <= set(vocab)
+    cased = train_wordpiece(corpus, vocab_size=300, min_frequency=1, lowercase=False).get_vocab()
+    assert {"Elizabeth", "Django"} <= set(cased)  # the corpus is cased: the check above can fail
+
+
+def test_pretraining_ids_are_the_served_tokenizers_ids(trained, saved):
+    # tokenize builds the pretraining data with the in-memory tokenizer, while fine-tuning and
+    # serving load the saved one: the same text must give the same ids both ways, cased or not.
+    texts = ["Elizabeth Bennet walked to NETHERFIELD. Mr. Darcy was surprised to see her there!",
+             "Django's QuerySet.filter() RETURNS a new QuerySet. Foxes are QUICK."]
+    docs = tokenize_documents(trained, texts)
+    assert len(docs) == len(texts)
+    for text, doc in zip(texts, docs):
+        served = [i for s in split_sentences(text) for i in saved(s, add_special_tokens=False)["input_ids"]]
+        assert doc.tokens.tolist() == served
+        assert saved.unk_token_id not in served
 
 
 def test_special_token_in_text_stays_one_token(saved):
