@@ -97,6 +97,23 @@ def test_examples_fit_and_nsp_labels_are_honest():
     assert 0.45 < labels.mean() < 0.6
 
 
+def test_random_next_rate_is_one_half():
+    # The coin alone: every document is two 10-token segments (one chunk of two segments at
+    # max_seq_length 64) and other documents are in the pool, so the first example of each pass
+    # is a random next with probability exactly 1/2. (The overall rate above is higher: a chunk of
+    # one segment always takes a random next.) N = 20,000 flips: sd = sqrt(0.25 / N) = 0.0035;
+    # |rate - 0.5| < 0.016 is 4.5 sd (a false alarm about 7e-6, whatever the seed), while a coin of
+    # 0.55 passes only 9.7 sd below its mean (about 1e-21).
+    rng = random.Random(11)
+    docs = [fake_doc(d, [10, 10]) for d in range(1, 201)]
+    pool = RandomNextPool(1000, 61, rng)
+    for d in docs:
+        pool.add(d)
+    labels = [create_instances_from_document(d, pool, 64, 0.0, rng)[0][6] for _ in range(100) for d in docs]
+    assert len(labels) == 20_000
+    assert abs(np.mean(labels) - 0.5) < 0.016, np.mean(labels)
+
+
 def test_untruncated_real_next_is_exactly_consecutive():
     # short segments, never truncated: A ends where B begins
     docs = fake_corpus(60, random.Random(2), max_seg=5)
