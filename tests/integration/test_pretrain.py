@@ -254,9 +254,9 @@ class _Unpicklable:
 
 
 def test_a_failed_checkpoint_write_leaves_last_ckpt_as_it_was(tmp_path):
-    from bertops.train.pretrain import _AtomicCheckpointIO
+    from bertops.train.checkpointing import AtomicCheckpointIO
 
-    io, last = _AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io, last = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
     io.save_checkpoint({"global_step": 7, "weights": torch.ones(1000)}, last)
     with pytest.raises(RuntimeError, match="write cut short"):  # fails after part of it is written
         io.save_checkpoint({"global_step": 9, "weights": torch.zeros(1000), "x": _Unpicklable()}, last)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bertops.text.masking import PretrainingCollator, SeededBatch
-from bertops.train.pretrain import PretrainingBatchSampler
+from bertops.train.pretrain_data import PretrainingBatchSampler
 from tests.pretrain_helpers import tiny_pretraining_dataset, tiny_tokenizer
 
 

@@ -8,7 +8,7 @@ import torch
 
 from bertops.model.presets import bert_config
 from bertops.text.masking import PretrainingCollator
-from bertops.train.pretrain import BertPretrainingModule
+from bertops.train.pretrain_module import BertPretrainingModule
 from tests.pretrain_helpers import tiny_pretraining_dataset, tiny_tokenizer
 
 SMALL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}

@@ -1,0 +1,197 @@
+"""Checkpoint and resume machinery for Lightning training, independent of what is trained.
+
+- `AtomicCheckpointIO`: a checkpoint write cut short never replaces a good last.ckpt;
+- `CheckpointOnSigterm` + `sigterm_exits_nonzero`: SIGTERM (a cancel, a preempted worker, the
+  orchestrator's death, see bertops.lifeline) saves last.ckpt at the step reached and the process
+  exits with status 143;
+- `fingerprint` / `find_resume_checkpoint`: a checkpoint is resumed only by a run with the same
+  settings and data; `resume_state` / `restore_rng_state`: what the module saves in the checkpoint
+  so that the first resumed step draws the random numbers the uninterrupted run drew;
+- `CsvLogInCheckpoint` / `restore_csv_log`: the Lightning CSV log travels inside the checkpoint, so
+  a resumed run (even one resuming at the end, with nothing left to train) writes the whole curve
+  although the log file itself is gone: `dvc repro` deletes a stage's outputs before running it.
+
+Pretraining (bertops.train.pretrain) uses all of it; fine-tuning can use the same pieces.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import pickle
+import random
+import shutil
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "bertops"  # the checkpoint entry with what bertops itself adds
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file in its own directory, then renames it into place,
+    so a write cut short (SIGKILL after SIGTERM's grace period, a full disk) never replaces a good
+    last.ckpt. Lightning's save is atomic only when $TMPDIR is on the checkpoint's filesystem: it
+    writes a temporary file there and moves it, which across filesystems is a copy onto the target.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            return super().save_checkpoint(checkpoint, path, storage_options)  # unsupported: raises
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())  # the data reaches the disk before the rename does
+            os.replace(tmp, path)  # atomic within a filesystem
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class CheckpointOnSigterm(L.Callback):
+    """Saves last.ckpt at the step reached when Lightning stops training for a SIGTERM.
+
+    Lightning's handler only sets `trainer.received_sigterm`; the loops raise SIGTERMException at
+    the end of the batch in progress (or of a validation batch) and call on_exception on every rank
+    before tearing down. There the optimizer step, LR schedule and loop counters agree. Any other
+    exception can come from the middle of a step, so nothing is saved for it.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return
+        step = trainer.global_step
+        if trainer.fit_loop.epoch_loop.batch_progress.total.completed != step * trainer.accumulate_grad_batches:
+            # Inside a gradient accumulation the loop counters are ahead of the data position
+            # (e.g. PretrainingDataModule.state_dict): a checkpoint here would not resume exactly.
+            rank_zero_warn(f"SIGTERM inside a gradient accumulation after step {step}: no checkpoint saved, "
+                           f"{self.path} stays as it was")
+            return
+        trainer.save_checkpoint(str(self.path))  # every rank calls it, as Lightning requires
+        rank_zero_info(f"SIGTERM: saved {self.path} at step {step}; re-running resumes from there")
+
+
+@contextmanager
+def sigterm_exits_nonzero() -> Iterator[None]:
+    """Lightning's SIGTERMException is a SystemExit without a code: uncaught, the process exits with
+    status 0 and a stopped run looks like a finished stage. Re-raise it with 128 + SIGTERM = 143."""
+    try:
+        yield
+    except SIGTERMException as e:
+        raise SIGTERMException(128 + signal.SIGTERM) from e
+
+
+# ---- what a resumed run must match and restore ------------------------------------------------
+
+def fingerprint(settings: dict) -> str:
+    """A short digest of everything that changes what a resumed run would compute."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def rng_state() -> dict:
+    """torch/CUDA/numpy/python RNG states, picklable into a checkpoint."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state((state["numpy"][0], np.asarray(state["numpy"][1], dtype=np.uint32),
+                         *state["numpy"][2:]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resume_state(fingerprint: str) -> dict:
+    """The checkpoint entry a module adds in on_save_checkpoint: `checkpoint[STATE_KEY] = resume_state(fp)`;
+    its on_load_checkpoint keeps `checkpoint[STATE_KEY]["rng"]` for restore_rng_state just before the
+    first resumed step (on_train_start)."""
+    return {"fingerprint": fingerprint, "rng": rng_state()}
+
+
+def find_resume_checkpoint(ckpt_dir: Path, fingerprint: str) -> tuple[Path | None, int]:
+    """(last.ckpt, its global step) if it was made by a run with the same settings and data; else
+    (None, 0), and the stale checkpoints are removed so they cannot mix with the new run's."""
+    last = ckpt_dir / "last.ckpt"
+    if not last.exists():
+        return None, 0
+    try:
+        saved = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+        if saved.get(STATE_KEY, {}).get("fingerprint") == fingerprint:
+            return last, int(saved["global_step"])
+        log.warning("%s was made with other settings or data: starting over", last)
+    except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as e:  # unreadable: start over
+        log.warning("cannot read %s (%s): starting over", last, e)
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:  # DDP ranks re-run this
+        shutil.rmtree(ckpt_dir)
+    return None, 0
+
+
+# ---- the training log, kept with the checkpoint ---------------------------------------------
+
+def read_csv_rows(path: Path, max_step: int | None = None) -> list[dict]:
+    """Rows of a Lightning CSV log; with max_step, only those logged before that step."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [r for r in rows if max_step is None or (r.get("step") and int(float(r["step"])) < max_step)]
+
+
+def write_csv_rows(path: Path, rows: list[dict]) -> None:
+    from bertops.io import atomic_path
+
+    fields = sorted({k for r in rows for k in r}) or ["step"]  # a header even when nothing was logged
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+class CsvLogInCheckpoint(L.Callback):
+    """Puts the rows of the CSV log at `path` into every checkpoint (`checkpoint[STATE_KEY]["csv_log"]`).
+    Lightning's CSV logger writes each row to the file as it is logged, so the file is current here."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint.setdefault(STATE_KEY, {})["csv_log"] = read_csv_rows(self.path)
+
+
+def checkpointed_csv_log(checkpoint_path: Path) -> list[dict] | None:
+    """The CSV rows CsvLogInCheckpoint saved in a checkpoint (None: it saved none)."""
+    saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False, mmap=True)
+    return saved.get(STATE_KEY, {}).get("csv_log")
+
+
+def restore_csv_log(path: Path, earlier: list[dict], started_step: int) -> None:
+    """After a resumed fit: the log file = the rows logged before `started_step` (from the
+    checkpoint, or the old file) + what the resumed run logged (Lightning starts the file afresh)."""
+    earlier = [r for r in earlier if r.get("step") and int(float(r["step"])) < started_step]
+    write_csv_rows(path, earlier + read_csv_rows(path))

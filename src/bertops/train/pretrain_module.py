@@ -1,0 +1,215 @@
+"""BertPretrainingModule: MLM + NSP pretraining of a stock BertForPreTraining, as a LightningModule.
+
+Logged every `log_every_n_steps`: MLM loss/accuracy, NSP loss/accuracy, learning rate, tokens/s
+and MFU. FLOPs follow bertops.train.flops.FLOP_CONVENTION (performance.md): `perf/mfu` uses the
+FLOPs this sparse-head step executes, `perf/mfu_stock_flops` and `perf/model_tflops` the stock
+"model FLOPs" convention (MLM head at every position), against a measured matmul ceiling.
+A checkpoint carries the run's fingerprint and RNG states (bertops.train.checkpointing); the RNG
+is put back just before the first resumed step.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from bertops.train.checkpointing import STATE_KEY, restore_rng_state, resume_state
+from bertops.train.flops import FLOP_CONVENTION, executed_flops_per_token, measure_matmul_tflops, model_flops_per_token
+
+
+class BertPretrainingModule(L.LightningModule):
+    """MLM + NSP pretraining of a stock BertForPreTraining (`self.model`).
+
+    FLOP convention for the logged MFU: see bertops.train.flops.FLOP_CONVENTION.
+    """
+
+    def __init__(self, model_config: dict, learning_rate: float = 1e-4, warmup_steps: int = 0,
+                 max_steps: int = 1000, weight_decay: float = 0.01, adam_beta1: float = 0.9,
+                 adam_beta2: float = 0.999, adam_epsilon: float = 1e-6,
+                 max_predictions: int | None = None, compile: bool = False, fused_adamw: bool | None = None,
+                 log_every_n_steps: int = 10, peak_tflops: float | None = None,
+                 fingerprint: str = "", flop_convention: str = FLOP_CONVENTION):
+        super().__init__()
+        from transformers import BertConfig
+
+        from bertops.model.pretraining import BertPretrainingObjective, build_pretraining_model
+
+        self.save_hyperparameters()
+        self.config = BertConfig.from_dict(model_config)
+        self.objective = BertPretrainingObjective(build_pretraining_model(self.config), max_predictions)
+        self.most_frequent_token_id: int | None = None  # for the MLM baseline during evaluation
+        self._rng_to_restore: dict | None = None
+        self._peak_tflops = peak_tflops
+        self._window: dict[str, float] = {}
+        self._last_logged_step = -1
+        self._predicted = 0
+        self._val_started = 0.0
+        self.perf_history: list[dict[str, float]] = []  # one entry per logging window
+        from torchmetrics import SumMetric
+
+        self.val_sums = torch.nn.ModuleDict({k: SumMetric() for k in (
+            "mlm_loss", "mlm_correct", "mlm_count", "mlm_baseline_correct", "nsp_loss", "nsp_correct",
+            "nsp_count")})
+
+    @property
+    def model(self):
+        """The stock transformers BertForPreTraining being trained."""
+        return self.objective.model
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            # In place, so parameter names (and checkpoints) stay those of the stock model.
+            self.objective.compile(dynamic=False)
+            self._compiled = True
+
+    # ---- training -------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.objective(**batch)
+        self._predicted += out.predicted_positions
+        n = batch["input_ids"].shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=n)
+        self.log("train/mlm_loss", out.mlm_loss, batch_size=n)
+        self.log("train/nsp_loss", out.nsp_loss, batch_size=n)
+        self.log("train/mlm_accuracy", out.mlm_correct / out.mlm_count.clamp(min=1), batch_size=n)
+        self.log("train/nsp_accuracy", out.nsp_correct / out.nsp_count.clamp(min=1), batch_size=n)
+        if self.hparams.max_predictions is not None:
+            self.log("train/mlm_dropped", out.mlm_dropped.float(), batch_size=n)
+        return out.loss
+
+    def on_train_start(self) -> None:
+        if self._peak_tflops is None:
+            dtype = torch.bfloat16 if "bf16" in str(self.trainer.precision) else torch.float32
+            self._peak_tflops = measure_matmul_tflops(self.device, dtype)
+        if self._rng_to_restore is not None:  # last thing before the first resumed step
+            restore_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
+        self._reset_window()
+
+    def _reset_window(self) -> None:
+        self._window = {"start": time.perf_counter(), "tokens": 0.0, "predicted": 0.0, "seq_len": 0.0,
+                        "batches": 0.0}
+        self._predicted = 0
+
+    def on_train_batch_end(self, outputs: Any, batch: dict, batch_idx: int) -> None:
+        w = self._window
+        w["tokens"] += batch["input_ids"].numel()
+        w["seq_len"] += batch["input_ids"].shape[1]
+        w["batches"] += 1
+        w["predicted"] += self._predicted
+        self._predicted = 0
+        step = self.trainer.global_step
+        if step == self._last_logged_step or step % self.hparams.log_every_n_steps:
+            return
+        self._last_logged_step = step
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = max(time.perf_counter() - w["start"], 1e-9)
+        tokens_per_s = w["tokens"] / elapsed  # per device: padded positions processed
+        seq_len = w["seq_len"] / w["batches"]
+        executed = executed_flops_per_token(self.config, seq_len, w["predicted"] / w["tokens"])
+        stock = model_flops_per_token(self.config, seq_len)
+        metrics = {
+            "perf/tokens_per_s": tokens_per_s * self.trainer.world_size,
+            "perf/tflops": executed * tokens_per_s / 1e12,
+            "perf/model_tflops": stock * tokens_per_s / 1e12,
+            "perf/peak_tflops": float(self._peak_tflops),
+            "perf/mfu": executed * tokens_per_s / 1e12 / self._peak_tflops,
+            "perf/mfu_stock_flops": stock * tokens_per_s / 1e12 / self._peak_tflops,
+            "train/lr": self.lr_schedulers().get_last_lr()[0],
+        }
+        self.log_dict(metrics, batch_size=batch["input_ids"].shape[0])
+        self.perf_history.append({k: float(v) for k, v in metrics.items()})
+        if not self.trainer.progress_bar_callback and step % (10 * self.hparams.log_every_n_steps) == 0:
+            # no terminal, no progress bar: a line now and then for the log file
+            rank_zero_info(f"step {step}/{self.trainer.max_steps}: loss {float(outputs['loss']):.3f}, "
+                           f"{metrics['perf/tokens_per_s']:,.0f} tokens/s")
+        self._reset_window()
+
+    def on_validation_start(self) -> None:
+        self._val_started = time.perf_counter()
+
+    def on_validation_end(self) -> None:
+        if self._window:  # validation time is not training throughput
+            self._window["start"] += time.perf_counter() - self._val_started
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self.objective(**batch)
+        s = self.val_sums
+        s["mlm_loss"].update(out.mlm_loss.float() * out.mlm_count)
+        s["mlm_correct"].update(out.mlm_correct)
+        s["mlm_count"].update(out.mlm_count)
+        s["nsp_loss"].update(out.nsp_loss.float() * out.nsp_count)
+        s["nsp_correct"].update(out.nsp_correct)
+        s["nsp_count"].update(out.nsp_count)
+        if self.most_frequent_token_id is not None:
+            s["mlm_baseline_correct"].update((batch["labels"] == self.most_frequent_token_id).sum())
+
+    def on_validation_epoch_end(self) -> None:
+        v = {k: m.compute().float() for k, m in self.val_sums.items()}
+        mlm_n, nsp_n = v["mlm_count"].clamp(min=1), v["nsp_count"].clamp(min=1)
+        metrics = {"val/mlm_loss": v["mlm_loss"] / mlm_n, "val/mlm_accuracy": v["mlm_correct"] / mlm_n,
+                   "val/nsp_loss": v["nsp_loss"] / nsp_n, "val/nsp_accuracy": v["nsp_correct"] / nsp_n,
+                   "val/mlm_predictions": v["mlm_count"], "val/nsp_examples": v["nsp_count"]}
+        metrics["val/loss"] = metrics["val/mlm_loss"] + metrics["val/nsp_loss"]
+        if self.most_frequent_token_id is not None:
+            metrics["val/mlm_baseline_accuracy"] = v["mlm_baseline_correct"] / mlm_n
+        self.log_dict(metrics)
+        for m in self.val_sums.values():
+            m.reset()
+
+    # ---- optimisation ---------------------------------------------------------------------
+    def configure_optimizers(self):
+        from transformers import get_linear_schedule_with_warmup
+
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.objective.named_parameters():
+            if p.requires_grad:
+                # BERT: no weight decay on LayerNorm weights and biases (all 1-d parameters)
+                (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.learning_rate, betas=(hp.adam_beta1, hp.adam_beta2), eps=hp.adam_epsilon,
+            fused=self._use_fused_adamw())
+        scheduler = get_linear_schedule_with_warmup(optimizer, hp.warmup_steps, hp.max_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _loss_scaler(self) -> Any:
+        """fp16 mixed precision's GradScaler; None for bf16 and fp32, which need none."""
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def _use_fused_adamw(self) -> bool:
+        # Default: fused on CUDA (one kernel for all parameters), except under an fp16 GradScaler,
+        # where Lightning must unscale the gradients before clipping them, which a fused step forbids.
+        if self.hparams.fused_adamw is not None:
+            return self.hparams.fused_adamw
+        return self.device.type == "cuda" and self._loss_scaler() is None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        # Lightning's mixed-precision plugin refuses to clip for any fused optimizer (found on an
+        # H100: bf16-mixed + fused AdamW + max_grad_norm stopped at the first step). The refusal is
+        # about fp16 loss scaling; with bf16 there is no scaler, the gradients (all-reduced under
+        # DDP) are true values, so they are clipped here directly. Every other plugin (fp32,
+        # fp16 with its scaler, FSDP's sharded gradients) keeps Lightning's own clipping.
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
+        plugin = self.trainer.precision_plugin
+        if not gradient_clip_val or type(plugin) is not MixedPrecision or self._loss_scaler() is not None:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if str(gradient_clip_algorithm).lower().endswith("value"):
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint.setdefault(STATE_KEY, {}).update(resume_state(self.hparams.fingerprint))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get(STATE_KEY, {}).get("rng")
