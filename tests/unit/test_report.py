@@ -94,6 +94,39 @@ def test_confusion_matrix_png_written(tmp_path):
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
 
 
+def test_confusion_matrix_png_shows_the_counts(tmp_path, monkeypatch):
+    # rows = gold, columns = predicted; an asymmetric matrix, so a transposed or mislabelled plot fails
+    import matplotlib.image
+    import numpy as np
+
+    cm = [[7, 0, 2], [1, 4, 0], [0, 3, 9]]
+    labels = ["business", "sport", "tech"]
+    figures = []
+    save = r._save
+    monkeypatch.setattr(r, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
+    png = r.plot_confusion_matrix(cm, labels, "topic", tmp_path / "cm.png")
+    (fig,) = figures
+    ax = fig.axes[0]
+    assert np.asarray(ax.images[0].get_array()).tolist() == cm
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert cells == {(i, j): str(cm[i][j]) for i in range(3) for j in range(3)}
+    assert [t.get_text() for t in ax.get_xticklabels()] == labels == [t.get_text() for t in ax.get_yticklabels()]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted", "gold")
+    # and the written picture: each cell's colour (read from the PNG, beside its number) is darker
+    # the larger its count
+    pixels = matplotlib.image.imread(png)
+    height = pixels.shape[0]
+    lightness = {}
+    for i in range(3):
+        for j in range(3):
+            x, y = ax.transData.transform((j - 0.35, i - 0.35))  # inside the cell, off the text
+            lightness[(i, j)] = float(pixels[int(round(height - y)), int(round(x)), :3].mean())
+    by_count = sorted(lightness, key=lambda c: cm[c[0]][c[1]])
+    for a, b in zip(by_count, by_count[1:]):
+        if cm[a[0]][a[1]] < cm[b[0]][b[1]]:
+            assert lightness[a] > lightness[b], (a, b, lightness)
+
+
 def _write_lightning_csv(path, rows):
     cols = ["epoch", "step", "train/loss", "val/sentiment/accuracy", "val/topic/accuracy"]
     with open(path, "w", newline="") as f:
