@@ -10,14 +10,22 @@ from __future__ import annotations
 import copy
 from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-TaskType = Literal[
-    "sequence_classification", "pair_classification", "token_classification", "extractive_qa"
-]
+from bertops.model.multitask.task_types import TASK_TYPES, get_task_type  # no torch at import
+
+
+def _known_task_type(name: str) -> str:
+    if name not in TASK_TYPES:
+        raise ValueError(f"unknown task type {name!r}; known: {', '.join(sorted(TASK_TYPES))}")
+    return name
+
+
+# A name in the task-type registry (bertops.model.multitask.task_types), checked when params load.
+TaskType = Annotated[str, AfterValidator(_known_task_type)]
 
 
 # Lightning's precision names, plus auto (bertops.train.precision.resolve_precision)
@@ -43,12 +51,11 @@ class DataParams(_Section):
 
 
 class TaskParams(_Section):
-    """One downstream task. Fields by type follow the Hugging Face dataset conventions."""
+    """One downstream task. Fields by type follow the Hugging Face dataset conventions; which
+    fields a type needs is its task type's rule (`TaskType.check_params`)."""
 
     type: TaskType
-    path: str | None = None  # directory with {train,validation,test}.jsonl
-    dataset: str | None = None  # a `datasets` name, for users who are online
-    dataset_config: str | None = None
+    path: str | None = None  # directory with {train,validation,test}.jsonl (validated by `validate`)
     text_fields: list[str] = Field(default_factory=list)  # 1 (single) or 2 (pair) fields
     tokens_field: str = "tokens"
     label_field: str = "label"
@@ -60,14 +67,12 @@ class TaskParams(_Section):
     loss_weight: float = 1.0
 
     @model_validator(mode="after")
-    def _check_type_fields(self) -> "TaskParams":
-        if self.path is None and self.dataset is None:
-            raise ValueError("a task needs `path` (local files) or `dataset` (a datasets name)")
-        n_text = {"sequence_classification": 1, "pair_classification": 2}.get(self.type)
-        if n_text is not None and len(self.text_fields) != n_text:
-            raise ValueError(f"{self.type} needs exactly {n_text} text_fields")
-        if self.type != "extractive_qa" and not self.labels:
-            raise ValueError(f"{self.type} needs a `labels` list")
+    def _check_type_fields(self) -> TaskParams:
+        if self.path is None:
+            raise ValueError("a task needs `path`: a directory with {train,validation,test}.jsonl")
+        problem = get_task_type(self.type).check_params(self)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -239,6 +244,22 @@ class Params(_Section):
     pretrain: PretrainParams = Field(default_factory=PretrainParams)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_hub_datasets(cls, tree: Any) -> Any:
+        """`tasks.<name>.dataset` (a Hub dataset) is refused by name: nothing would validate it
+        (the validate stage reads local files only, and runs are offline), yet the model would be
+        registered as validated."""
+        tasks = tree.get("tasks") if isinstance(tree, dict) else None
+        for name, task in (tasks or {}).items() if isinstance(tasks, dict) else ():
+            for key in ("dataset", "dataset_config"):
+                if isinstance(task, dict) and key in task:
+                    raise ValueError(
+                        f"tasks.{name}.{key}: Hub datasets are not supported (runs are offline and only "
+                        f"local data is validated); export the dataset to {{train,validation,test}}.jsonl "
+                        f"under a directory and set tasks.{name}.path instead")
+        return tree
 
 
 def apply_override(tree: MutableMapping, dotted: str, value: Any) -> None:

@@ -59,6 +59,7 @@ def stub(tmp_path, monkeypatch):
 
     mod = types.ModuleType("bertops.train.finetune")
     mod.fit_multitask, mod.predict_split = fit_multitask, predict_split
+    mod.task_model_dir = lambda model_dir, task: Path(model_dir)  # one multi-task model
     monkeypatch.setitem(sys.modules, "bertops.train.finetune", mod)
     monkeypatch.setenv("BERTOPS_TRACKING", "off")
     return calls

@@ -1,7 +1,10 @@
-"""The plain-Python validation rules (what Great Expectations has no expectation for), on tiny inputs."""
+"""The plain-Python validation rules (what Great Expectations has no expectation for), on tiny inputs.
+
+The token and QA rules belong to their task types (bertops.model.multitask.task_types)."""
 
 import pytest
 
+from bertops.model.multitask.task_types import span, token
 from bertops.validation import rules
 from bertops.validation.contamination import SentenceIndex
 from bertops.validation.loading import JSON_OBJECT, VALID_JSON, VALID_UTF8, load_jsonl
@@ -16,7 +19,7 @@ TYPES = {"class", "method"}
     ["B-class", "B-class", "I-class"],  # two adjacent entities of one type
 ])
 def test_bio_accepts_well_formed_iob2(tags):
-    assert rules.bio_error(tags, TYPES) is None
+    assert token.bio_error(tags, TYPES) is None
 
 
 @pytest.mark.parametrize("tags, fragment", [
@@ -29,22 +32,22 @@ def test_bio_accepts_well_formed_iob2(tags):
     (["O", 3], "not a list of strings"),
 ])
 def test_bio_rejects(tags, fragment):
-    detail = rules.bio_error(tags, TYPES)
+    detail = token.bio_error(tags, TYPES)
     assert detail is not None and fragment in detail
 
 
 def test_declared_entity_types_from_types_or_tag_set():
-    assert rules.declared_entity_types(["class", "method"]) == {"class", "method"}
-    assert rules.declared_entity_types(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]) == {"PER", "LOC"}
+    assert token.declared_entity_types(["class", "method"]) == {"class", "method"}
+    assert token.declared_entity_types(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]) == {"PER", "LOC"}
 
 
 def test_tokens_and_tags_alignment():
-    assert rules.tokens_error(["a", "b"]) is None
-    assert "empty list" in rules.tokens_error([])
-    assert "token 1" in rules.tokens_error(["a", " "])
-    assert "token 0" in rules.tokens_error([5])
-    assert rules.tags_length_error(["a", "b"], ["O", "O"]) is None
-    assert rules.tags_length_error(["a", "b"], ["O"]) == "2 tokens but 1 tags"
+    assert token.tokens_error(["a", "b"]) is None
+    assert "empty list" in token.tokens_error([])
+    assert "token 1" in token.tokens_error(["a", " "])
+    assert "token 0" in token.tokens_error([5])
+    assert token.tags_length_error(["a", "b"], ["O", "O"]) is None
+    assert token.tags_length_error(["a", "b"], ["O"]) == "2 tokens but 1 tags"
 
 
 CONTEXT = "The cat sat on the mat."
@@ -55,8 +58,8 @@ CONTEXT = "The cat sat on the mat."
     {"text": ["cat", "the mat"], "answer_start": [4, 15]},
 ])
 def test_answer_span_matches_context(answers):
-    assert rules.answers_error(answers) is None
-    assert rules.answer_span_error(CONTEXT, answers) is None
+    assert span.answers_error(answers) is None
+    assert span.answer_span_error(CONTEXT, answers) is None
 
 
 @pytest.mark.parametrize("answers, fragment", [
@@ -66,8 +69,8 @@ def test_answer_span_matches_context(answers):
     ({"text": [""], "answer_start": [0]}, "answer 0 is empty"),
 ])
 def test_answer_span_rejects(answers, fragment):
-    assert rules.answers_error(answers) is None
-    assert fragment in rules.answer_span_error(CONTEXT, answers)
+    assert span.answers_error(answers) is None
+    assert fragment in span.answer_span_error(CONTEXT, answers)
 
 
 @pytest.mark.parametrize("answers, fragment", [
@@ -78,7 +81,7 @@ def test_answer_span_rejects(answers, fragment):
     ({"text": [], "answer_start": []}, "no answer"),
 ])
 def test_answers_format_rejects(answers, fragment):
-    assert fragment in rules.answers_error(answers)
+    assert fragment in span.answers_error(answers)
 
 
 def test_label_json_tells_bool_from_int_and_string():

@@ -32,14 +32,10 @@ from pathlib import Path
 
 from bertops import tracking
 from bertops.config import Params, TaskParams
-from bertops.data.tasks import CLASSIFICATION_TYPES, TaskSpec, load_records
+from bertops.data.tasks import TaskSpec, get_task_type, load_records
 from bertops.errors import BertopsError
 from bertops.evaluate import baselines, report
-from bertops.evaluate.metrics import (
-    PRIMARY_METRIC,
-    confusion_matrix,
-    task_metrics,
-)
+from bertops.evaluate.metrics import confusion_matrix, primary_metric, task_metrics
 from bertops.io import atomic_path, write_json, write_jsonl, write_text
 
 log = logging.getLogger(__name__)
@@ -235,7 +231,7 @@ def _limited_task_params(params: Params, tasks: list[str], data_dir: Path) -> di
     out = {}
     for t in tasks:
         tp = params.tasks[t]
-        if limit is None or tp.path is None:
+        if limit is None:
             out[t] = tp
             continue
         src, dst = Path(tp.path), data_dir / t
@@ -249,15 +245,7 @@ def _limited_task_params(params: Params, tasks: list[str], data_dir: Path) -> di
 
 
 def _primary(spec: TaskSpec) -> str:
-    return spec.metric if spec.metric in _metric_names(spec.type) else PRIMARY_METRIC[spec.type]
-
-
-def _metric_names(task_type: str) -> tuple[str, ...]:
-    if task_type in CLASSIFICATION_TYPES:
-        return ("accuracy", "macro_f1")
-    if task_type == "token_classification":
-        return ("precision", "recall", "f1")
-    return ("exact_match", "f1")
+    return primary_metric(spec.type, spec.metric)
 
 
 def _find_csvs(run_dir: Path) -> list[Path]:
@@ -277,7 +265,7 @@ def _write_plots(plots_dir: Path, specs: dict[str, TaskSpec], pipeline_preds: di
     with atomic_path(plots_dir) as tmp:
         tmp.mkdir()
         for task, spec in specs.items():
-            if spec.type in CLASSIFICATION_TYPES:
+            if get_task_type(spec.type).classes:
                 pred, gold = pipeline_preds[task]
                 cm = confusion_matrix(pred, gold, spec.labels)
                 report.plot_confusion_matrix(cm, spec.labels, f"{task} (pipeline model, test)",

@@ -1,6 +1,6 @@
 """`bertops predict MODEL_DIR TASK [inputs...]`: print a fine-tuned model's predictions.
 
-Inputs on the command line: a text; 'A|||B' for a pair; 'question|||context' for QA; words
+Inputs on the command line: a text; 'text_a|||text_b' for a pair; 'question|||context' for QA; words
 separated by spaces for token tagging. With no inputs, JSON lines are read from stdin: each a
 record with the task's data fields (as in data/tasks/<task>/*.jsonl), a string, or a list.
 Output, one block per input: the label with its probability (and every label's); the words with
@@ -18,12 +18,13 @@ from bertops.errors import BertopsError
 SEP = "|||"
 
 
-def _parse_arg(task_type: str, text: str):
-    if task_type in ("pair_classification", "extractive_qa"):
+def _parse_arg(task_type, text: str):
+    """A command-line input: 'A|||B' for the task types that take two texts."""
+    if task_type.pair_input:
         a, sep, b = text.partition(SEP)
         if not sep:
-            what = "'A|||B'" if task_type == "pair_classification" else "'question|||context'"
-            raise BertopsError(f"a {task_type} input is {what}, got {text!r}")
+            what = SEP.join(task_type.pair_parts)
+            raise BertopsError(f"a {task_type.name} input is '{what}', got {text!r}")
         return (a.strip(), b.strip())
     return text
 
@@ -40,19 +41,10 @@ def _read_stdin() -> list:
     return out
 
 
-def format_prediction(task_type: str, pred: dict) -> str:
-    if task_type in ("sequence_classification", "pair_classification"):
-        others = ", ".join(f"{k}={v:.3f}" for k, v in pred["scores"].items())
-        return f"{pred['label']}\t{pred['score']:.3f}\t({others})"
-    if task_type == "token_classification":
-        return " ".join(f"{w}/{t}" for w, t in zip(pred["tokens"], pred["tags"]))
-    return f"{pred['answer']!r}\tscore={pred['score']:.3f}\tchars={pred['start']}:{pred['end']}"
-
-
 def main(args) -> int:
     from transformers.utils import logging as hf_logging
 
-    from bertops.model.multitask import MultiTaskModel
+    from bertops.model.multitask import MultiTaskModel, get_task_type
 
     hf_logging.disable_progress_bar()  # keep the output to the predictions
     from bertops.train.finetune import task_model_dir
@@ -64,10 +56,10 @@ def main(args) -> int:
     model = MultiTaskModel.from_pretrained(model_dir)
     if args.task not in model.tasks:
         raise BertopsError(f"unknown task {args.task!r}; {model_dir} has {sorted(model.tasks)}")
-    task_type = model.tasks[args.task].type
+    task_type = get_task_type(model.tasks[args.task].type)
     inputs = [_parse_arg(task_type, x) for x in args.inputs] if args.inputs else _read_stdin()
     if not inputs:
         raise BertopsError("no inputs: pass texts as arguments or JSON lines on stdin")
     for pred in model.predict(args.task, inputs):
-        print(format_prediction(task_type, pred))
+        print(task_type.describe(pred))
     return 0

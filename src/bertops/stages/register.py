@@ -45,22 +45,31 @@ def _pip_requirements() -> list[str]:
                                                       "pandas", "mlflow")]
 
 
-def log_multitask_model(model_dir: Path):
-    """Log the multi-task model as an MLflow model from code (source + safetensors, no pickle)."""
-    import mlflow
+def multitask_model_kwargs(model_dir: Path) -> dict:
+    """`mlflow.pyfunc.log_model`/`save_model` arguments for the multi-task model: model from code.
 
+    `code_paths` is the bertops.model.multitask package directory, which MLflow copies (without
+    __pycache__) and puts on sys.path, so the served model imports it as `multitask` and needs
+    nothing else of bertops (tests/unit/test_multitask.py loads one with bertops blocked).
+    """
     import bertops.model.multitask as multitask
     import bertops.tracking.pyfunc_model as pyfunc_model
 
-    return mlflow.pyfunc.log_model(
-        name="model",
+    return dict(
         python_model=pyfunc_model.__file__,
         artifacts={"model_dir": str(model_dir)},
-        code_paths=[multitask.__file__],
+        code_paths=[str(Path(multitask.__file__).parent)],
         signature=_signature(),
         input_example=_input_example(),
         pip_requirements=_pip_requirements(),
     )
+
+
+def log_multitask_model(model_dir: Path):
+    """Log the multi-task model as an MLflow model from code (source + safetensors, no pickle)."""
+    import mlflow
+
+    return mlflow.pyfunc.log_model(name="model", **multitask_model_kwargs(model_dir))
 
 
 def log_encoder(encoder_dir: Path):

@@ -141,11 +141,8 @@ class MultiTaskBatches(IterableDataset):
 
 def decoded_predictions(spec: T.TaskSpec, decoded: list[dict]) -> list[Any]:
     """`MultiTaskModel.predict` dicts -> predict_split's prediction form."""
-    if spec.type in T.CLASSIFICATION_TYPES:
-        return [d["label"] for d in decoded]
-    if spec.type == "token_classification":
-        return [d["tags"] for d in decoded]
-    return [d["answer"] for d in decoded]
+    task_type = T.get_task_type(spec.type)
+    return [task_type.prediction(d) for d in decoded]
 
 
 def score_task(spec: T.TaskSpec, preds: Sequence, golds: Sequence) -> dict[str, float]:

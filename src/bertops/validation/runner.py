@@ -8,22 +8,31 @@ Failures of the corpus-wide and cross-split rules are attributed to the later re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
+from bertops.model.multitask.task_types import NOT_CHECKED, get_task_type
 from bertops.text.sentences import split_sentences
 from bertops.validation import rules
 from bertops.validation.contamination import SentenceIndex
 from bertops.validation.loading import JSON_OBJECT, VALID_JSON, VALID_UTF8, LoadedFile, load_jsonl, record_id
 from bertops.validation.results import Failure, FileReport, ValidationResult
-from bertops.validation.suites import (FILE_SOURCE, GXRunner, Outcome, build_frame, corpus_expectations,
-                                      task_expectations, task_fields)
+from bertops.validation.suites import (
+    FILE_SOURCE,
+    GXRunner,
+    Outcome,
+    build_frame,
+    corpus_expectations,
+    task_expectations,
+    task_fields,
+    task_label_field,
+)
 
 if TYPE_CHECKING:
     from bertops.config import Params, TaskParams, ValidateParams
 
 SPLITS = ("train", "validation", "test")
-CLASSIFICATION_TYPES = ("sequence_classification", "pair_classification")
 
 
 def _snippet(text: str, n: int = 70) -> str:
@@ -62,7 +71,7 @@ def _add_outcomes(reports: list[FileReport], files: list[LoadedFile], rows: list
             report.add(out.rule, "great_expectations", len(files[pos].records), per_file[pos])
 
 
-def _validate_corpus(params: "Params", gx: GXRunner, index: SentenceIndex, result: ValidationResult,
+def _validate_corpus(params: Params, gx: GXRunner, index: SentenceIndex, result: ValidationResult,
                      on_file: Callable[[FileReport], None]) -> None:
     vp = params.validate_
     corpus_dir = Path(params.data.dir) / "corpus"
@@ -120,44 +129,23 @@ def _validate_corpus(params: "Params", gx: GXRunner, index: SentenceIndex, resul
             on_file(report)
 
 
-def _record_rules(report: FileReport, task: "TaskParams", loaded: LoadedFile) -> None:
-    """The per-record rules GX cannot express, for token and QA tasks."""
-    if task.type == "token_classification":
-        types = rules.declared_entity_types(task.labels)
-        checked = 0
-        for line, rec in zip(loaded.lines, loaded.records):
-            tokens, tags = rec.get(task.tokens_field), rec.get(task.label_field)
-            if not isinstance(tokens, list) or not isinstance(tags, list):
-                continue  # reported by not_null/is_list
-            checked += 1
-            rid = record_id(rec)
-            for rule, detail in ((rules.TOKENS_WELL_FORMED, rules.tokens_error(tokens)),
-                                 (rules.TAGS_SAME_LENGTH, rules.tags_length_error(tokens, tags)),
-                                 (rules.BIO_TAGS, rules.bio_error(tags, types))):
-                if detail:
-                    report.fail(rule, "python", detail, line, rid)
-        for rule in (rules.TOKENS_WELL_FORMED, rules.TAGS_SAME_LENGTH, rules.BIO_TAGS):
-            report.add(rule, "python", checked)
-    elif task.type == "extractive_qa":
-        n_answers = n_spans = 0
-        for line, rec in zip(loaded.lines, loaded.records):
-            answers = rec.get("answers")
-            if not isinstance(answers, dict):
-                continue  # reported by not_null/is_dict
-            n_answers += 1
-            detail = rules.answers_error(answers)
+def _record_rules(report: FileReport, task: TaskParams, loaded: LoadedFile) -> None:
+    """The per-record rules GX cannot express, as the task's type defines them (`record_rules`)."""
+    task_rules = get_task_type(task.type).record_rules(task)
+    checked = dict.fromkeys((r.name for r in task_rules), 0)
+    for line, rec in zip(loaded.lines, loaded.records):
+        for rule in task_rules:
+            detail = rule.check(rec)
+            if detail is NOT_CHECKED:
+                continue  # e.g. a field of the wrong type, reported by the column checks
+            checked[rule.name] += 1
             if detail:
-                report.fail(rules.ANSWERS_WELL_FORMED, "python", detail, line, record_id(rec))
-                continue
-            n_spans += 1
-            detail = rules.answer_span_error(rec.get("context"), answers)
-            if detail:
-                report.fail(rules.ANSWER_SPAN, "python", detail, line, record_id(rec))
-        report.add(rules.ANSWERS_WELL_FORMED, "python", n_answers)
-        report.add(rules.ANSWER_SPAN, "python", n_spans)
+                report.fail(rule.name, "python", detail, line, record_id(rec))
+    for name, n in checked.items():
+        report.add(name, "python", n)
 
 
-def _validate_task(name: str, task: "TaskParams", vp: "ValidateParams", gx: GXRunner, index: SentenceIndex,
+def _validate_task(name: str, task: TaskParams, vp: ValidateParams, gx: GXRunner, index: SentenceIndex,
                    result: ValidationResult, on_file: Callable[[FileReport], None]) -> None:
     reports, files = [], []
     for split in SPLITS:
@@ -168,8 +156,7 @@ def _validate_task(name: str, task: "TaskParams", vp: "ValidateParams", gx: GXRu
         if loaded is not None:
             reports.append(report)
             files.append(loaded)
-    label_field = task.label_field if task.type in CLASSIFICATION_TYPES else None
-    frame, rows = build_frame(files, task_fields(task), label_field)
+    frame, rows = build_frame(files, task_fields(task), task_label_field(task))
     _add_outcomes(reports, files, rows, gx.run(f"task:{name}", task_expectations(task), frame))
 
     seen_ids: dict[str, tuple[str, int]] = {}  # id -> (split, line) in the first split that has it
@@ -178,8 +165,7 @@ def _validate_task(name: str, task: "TaskParams", vp: "ValidateParams", gx: GXRu
         split = report.split
         _record_rules(report, task, loaded)
         report.class_balance = rules.class_balance(task.type, loaded.records, task.label_field)
-        if task.type == "token_classification":
-            report.balance_unit = "entity mentions per type"
+        report.balance_unit = get_task_type(task.type).balance_unit
         check_leaks = split in vp.contamination_splits
         ids_here: dict[str, tuple[str, int]] = {}
         keys_here: dict[int, tuple[str, int]] = {}
@@ -223,7 +209,7 @@ def _validate_task(name: str, task: "TaskParams", vp: "ValidateParams", gx: GXRu
         on_file(report)
 
 
-def validate_data(params: "Params", on_file: Callable[[FileReport], None] | None = None) -> ValidationResult:
+def validate_data(params: Params, on_file: Callable[[FileReport], None] | None = None) -> ValidationResult:
     """Run every rule on every file; never raises for bad data (the caller decides)."""
     vp = params.validate_
     on_file = on_file or (lambda report: None)
@@ -233,9 +219,6 @@ def validate_data(params: "Params", on_file: Callable[[FileReport], None] | None
     _validate_corpus(params, gx, index, result, on_file)
     declared_dirs = set()
     for name, task in params.tasks.items():
-        if task.path is None:
-            result.notes.append(f"task {name}: the online dataset {task.dataset!r} is not validated here")
-            continue
         declared_dirs.add(Path(task.path).resolve())
         _validate_task(name, task, vp, gx, index, result, on_file)
     tasks_dir = Path(params.data.dir) / "tasks"

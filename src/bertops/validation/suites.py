@@ -10,6 +10,8 @@ Typing tricks, so that each bad value is reported once, by the right rule:
 - `<field>__json`: labels as JSON text, so the set check tells `true` from `1` (True == 1 in Python).
 - `<field>__str`: only the string values, for the blank/length checks (a non-string is reported
   by `is_str:<field>` and not again as "blank").
+A task's per-field checks come from its task type (`TaskType.columns`, bertops.model.multitask.
+task_types), translated here into expectations (`column_expectations`).
 GX is imported inside functions: the CLI imports this package at start-up.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bertops.model.multitask.task_types import Column, get_task_type
 from bertops.validation.loading import LoadedFile
 from bertops.validation.rules import label_json
 
@@ -99,7 +102,7 @@ def _id_expectations() -> list:
             gx.expectations.ExpectColumnValuesToBeUnique(column=ID_IN_FILE, meta={"rule": "unique:id"})]
 
 
-def corpus_expectations(vp: "ValidateParams") -> list:
+def corpus_expectations(vp: ValidateParams) -> list:
     import great_expectations as gx
 
     E = gx.expectations
@@ -116,39 +119,44 @@ def corpus_expectations(vp: "ValidateParams") -> list:
     ]
 
 
-def task_expectations(task: "TaskParams") -> list:
+def column_expectations(column: Column, labels: list) -> list:
+    """GX expectations for one of a task type's declarative column checks (`TaskType.columns`)."""
     import great_expectations as gx
 
     E = gx.expectations
+    field, kind = column.field, column.kind
+    if kind in ("text", "str"):
+        return _required_str(field, non_blank=kind == "text")
+    if kind in ("list", "dict"):
+        return _required_of_type(field, kind)
+    if kind == "label":
+        return [E.ExpectColumnValuesToNotBeNull(column=field, meta={"rule": f"not_null:{field}"}),
+                E.ExpectColumnValuesToBeInSet(column=field + JSON_SUFFIX, value_set=[label_json(x) for x in labels],
+                                              meta={"rule": f"in_label_set:{field}"})]
+    raise ValueError(f"unknown column check {kind!r} for field {field!r}")
+
+
+def task_expectations(task: TaskParams) -> list:
     out = _id_expectations()
-    if task.type in ("sequence_classification", "pair_classification"):
-        for field in task.text_fields:
-            out += _required_str(field)
-        out += [E.ExpectColumnValuesToNotBeNull(column=task.label_field, meta={"rule": f"not_null:{task.label_field}"}),
-                E.ExpectColumnValuesToBeInSet(column=task.label_field + JSON_SUFFIX,
-                                              value_set=[label_json(x) for x in task.labels],
-                                              meta={"rule": f"in_label_set:{task.label_field}"})]
-    elif task.type == "token_classification":
-        out += _required_of_type(task.tokens_field, "list") + _required_of_type(task.label_field, "list")
-    elif task.type == "extractive_qa":
-        out += _required_str("title", non_blank=False) + _required_str("context") + _required_str("question")
-        out += _required_of_type("answers", "dict")
+    for column in get_task_type(task.type).columns(task):
+        out += column_expectations(column, task.labels)
     return out
 
 
-def task_fields(task: "TaskParams") -> list[str]:
+def task_fields(task: TaskParams) -> list[str]:
     """The record fields a task's frame holds (missing keys become nulls there)."""
-    if task.type == "token_classification":
-        return ["id", task.tokens_field, task.label_field]
-    if task.type == "extractive_qa":
-        return ["id", "title", "context", "question", "answers"]
-    return ["id", *task.text_fields, task.label_field]
+    return ["id", *(column.field for column in get_task_type(task.type).columns(task))]
+
+
+def task_label_field(task: TaskParams) -> str | None:
+    """The field whose values get a JSON column (`<field>__json`) for the label-set check."""
+    return next((c.field for c in get_task_type(task.type).columns(task) if c.kind == "label"), None)
 
 
 # ---- frames and runs ----------------------------------------------------------------------------
 
 def build_frame(files: list[LoadedFile], fields: list[str], label_field: str | None = None,
-                per_file: dict[str, list] | None = None) -> tuple["pd.DataFrame", list[tuple[int, int]]]:
+                per_file: dict[str, list] | None = None) -> tuple[pd.DataFrame, list[tuple[int, int]]]:
     """All records of `files` in one frame (one GX run per file type: GX's cost is per run, not
     per row), one object column per field with values untouched, plus the derived `__str` /
     `__json` columns and `per_file` columns (one value per file, repeated on its rows).
@@ -196,7 +204,7 @@ class GXRunner:
                 gx.ValidationDefinition(name=name, data=self._batch, suite=suite))
         return self._definitions[name]
 
-    def run(self, name: str, expectations: list, frame: "pd.DataFrame") -> list[Outcome]:
+    def run(self, name: str, expectations: list, frame: pd.DataFrame) -> list[Outcome]:
         """Outcomes whose `unexpected` holds (row position in `frame`, value)."""
         if frame.empty:  # nothing to check; the file rules report empty files
             return []
