@@ -46,8 +46,8 @@ def test_finetune_stage_all_task_types(real_data_dir, tiny_encoder, tmp_path, mo
 
     metrics = json.loads((tmp_path / "finetune" / "metrics.json").read_text())
     assert set(metrics["tasks"]) == set(BUILTIN)
-    for task, m in metrics["tasks"].items():
-        assert 0.0 <= m["score"] <= 1.0
+    for task, m in metrics["tasks"].items():  # each task's score is its declared metric
+        assert m["score"] == m[params.tasks[task].metric], (task, m)
     assert metrics["score"] == pytest.approx(sum(m["score"] for m in metrics["tasks"].values()) / 5)
     assert metrics["train_examples"] == {t: 24 for t in BUILTIN}
     assert metrics["steps"] == 20 and len(metrics["history"]) == 2
@@ -136,7 +136,8 @@ def test_bf16_mixed_precision_all_task_types(real_data_dir, tiny_encoder, tmp_pa
     params = real_params(real_data_dir, tmp_path, **{"finetune.precision": "bf16-mixed", "finetune.max_epochs": 1})
     r = fit_multitask(params, str(tiny_encoder), tmp_path / "bf16", seed=3)
     assert r["precision"] == "bf16-mixed"
-    assert set(r["metrics"]) == set(BUILTIN) and all(0.0 <= m["score"] <= 1.0 for m in r["metrics"].values())
+    assert set(r["metrics"]) == set(BUILTIN)
+    assert all(m["score"] == m[params.tasks[t].metric] for t, m in r["metrics"].items())
     saved = load_file(str(tmp_path / "bf16" / "model" / "model.safetensors"))
     assert {v.dtype for v in saved.values()} == {torch.float32}
     assert real_params(real_data_dir, tmp_path).finetune.precision == "32-true"
