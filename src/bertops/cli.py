@@ -52,6 +52,9 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_stage(args) -> int:
+    from bertops.lifeline import watch_orchestrator
+
+    watch_orchestrator()  # under `bertops run`: stop (checkpointing) if the orchestrator dies
     module = importlib.import_module(f"bertops.stages.{args.name}")
     result = module.main(_load(args))
     print(json.dumps(result, indent=2, default=str))
