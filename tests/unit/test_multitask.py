@@ -80,7 +80,8 @@ def test_finetune_mode_uses_encoder_pooler_and_updates_encoder(encoder_dir):
     assert model.use_encoder_pooler and model.pooler is None
     b = _batch(model, "pair")
     b["labels"] = torch.tensor([1, 0])
-    model.loss(model.tasks["pair"], model("pair", b["input_ids"], b["attention_mask"], b["token_type_ids"]), b).backward()
+    logits = model("pair", b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    model.loss(model.tasks["pair"], logits, b).backward()
     assert model.encoder.pooler.dense.weight.grad is not None
     assert model.encoder.embeddings.word_embeddings.weight.grad is not None
 

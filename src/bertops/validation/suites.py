@@ -127,13 +127,11 @@ def column_expectations(column: Column, labels: list) -> list:
     field, kind = column.field, column.kind
     if kind in ("text", "str"):
         return _required_str(field, non_blank=kind == "text")
-    if kind in ("list", "dict"):
-        return _required_of_type(field, kind)
     if kind == "label":
         return [E.ExpectColumnValuesToNotBeNull(column=field, meta={"rule": f"not_null:{field}"}),
                 E.ExpectColumnValuesToBeInSet(column=field + JSON_SUFFIX, value_set=[label_json(x) for x in labels],
                                               meta={"rule": f"in_label_set:{field}"})]
-    raise ValueError(f"unknown column check {kind!r} for field {field!r}")
+    return _required_of_type(field, kind)  # a Python type name: list, dict, float, int, ...
 
 
 def task_expectations(task: TaskParams) -> list:

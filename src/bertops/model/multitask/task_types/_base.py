@@ -37,7 +37,8 @@ class Column:
     """A declarative per-field check, run by Great Expectations (bertops.validation.suites).
 
     kind: "text" (present, a string, not blank), "str" (present, a string, may be blank),
-    "list" / "dict" (present, of that type), "label" (present, and its JSON in the task's labels).
+    "label" (present, and its JSON in the task's labels), or a Python type name such as "list",
+    "dict", "float" (present, of that type).
     """
 
     field: str
