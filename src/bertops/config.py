@@ -85,7 +85,7 @@ class ValidateParams(_Section):
     corpus_min_sentences: int = 2  # NSP needs at least two sentences per document
     max_duplicate_documents: int = 0  # corpus-wide, by normalized text
     # a validation/test example leaks when one of its sentences of at least this many words
-    # is a sentence of the pretraining corpus (bertops.validation.contamination)
+    # is a sentence of the pretraining corpus (bertops.data.leaks)
     contamination_min_words: int = Field(8, ge=1)
     # ... and it is contaminated when at least this fraction of its sentences are corpus sentences
     contamination_min_overlap: float = Field(0.5, gt=0.0, le=1.0)

@@ -135,11 +135,12 @@ def test_held_out_documents_not_in_corpus(tasks, corpus):
 
 
 def test_held_out_examples_pass_validate_leak_rules(tasks, corpus, repo_params):
-    """validate's text_in_one_split and not_in_pretraining_corpus, by its own code (the fetch has
-    a copy): the near-copies of bbc articles and the sentences Django pages repeat are gone."""
+    """validate's text_in_one_split and not_in_pretraining_corpus, as validate calls them (with the
+    repo's task params, on the fetched files): the near-copies of bbc articles and the sentences
+    Django pages repeat are gone."""
+    from bertops.data.leaks import SentenceIndex, is_contaminated
     from bertops.text.sentences import split_sentences
     from bertops.validation import rules
-    from bertops.validation.contamination import SentenceIndex
 
     vp = repo_params.validate_
     index = SentenceIndex(vp.contamination_min_words)
@@ -158,7 +159,7 @@ def test_held_out_examples_pass_validate_leak_rules(tasks, corpus, repo_params):
             for r in splits[split]:
                 found, checked, first = index.overlap(rules.example_texts(tp.type, r, tp.text_fields,
                                                                           tp.tokens_field))
-                assert not (found and found >= vp.contamination_min_overlap * checked), (task, split, r["id"], first)
+                assert not is_contaminated(found, checked, vp.contamination_min_overlap), (task, split, r["id"], first)
 
 
 def test_manifest_matches_files(fetched):

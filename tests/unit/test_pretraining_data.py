@@ -12,10 +12,16 @@ import numpy as np
 import pytest
 
 from bertops.errors import DataError
-from bertops.text.pretraining_data import (RandomNextPool, TokenizedDocument,
-                                           build_pretraining_data, create_instances_from_document,
-                                           instances_to_table, iter_corpus, split_of,
-                                           truncate_seq_pair)
+from bertops.text.pretraining_data import (
+    RandomNextPool,
+    TokenizedDocument,
+    build_pretraining_data,
+    create_instances_from_document,
+    instances_to_table,
+    iter_corpus,
+    split_of,
+    truncate_seq_pair,
+)
 from bertops.text.tokenizer import wordpiece_from_vocab_file
 
 STRIDE = 100_000

@@ -7,8 +7,13 @@ import pytest
 from bertops.errors import BertopsError
 from bertops.text.pretraining_data import tokenize_documents
 from bertops.text.sentences import split_sentences
-from bertops.text.tokenizer import (SPECIAL_TOKENS, load_tokenizer, save_tokenizer,
-                                    train_wordpiece, wordpiece_from_vocab_file)
+from bertops.text.tokenizer import (
+    SPECIAL_TOKENS,
+    load_tokenizer,
+    save_tokenizer,
+    train_wordpiece,
+    wordpiece_from_vocab_file,
+)
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. Foxes are quick and clever animals.",

@@ -4,9 +4,9 @@ The token and QA rules belong to their task types (bertops.model.multitask.task_
 
 import pytest
 
+from bertops.data.leaks import SentenceIndex
 from bertops.model.multitask.task_types import span, token
 from bertops.validation import rules
-from bertops.validation.contamination import SentenceIndex
 from bertops.validation.loading import JSON_OBJECT, VALID_JSON, VALID_UTF8, load_jsonl
 
 TYPES = {"class", "method"}

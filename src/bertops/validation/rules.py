@@ -12,7 +12,7 @@ bertops.model.multitask.task_types); the functions here that differ by task type
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from bertops.model.multitask.task_types import get_task_type
@@ -30,9 +30,9 @@ FILE_NOT_EMPTY = "file_not_empty"
 NO_CONTROL_CHARACTERS = "no_control_characters"
 
 
-# One definition, shared with the fetch (which drops the examples these rules would reject):
-# casefolded words joined by single spaces, so spacing, punctuation and case do not hide a duplicate.
-from bertops.data.leaks import normalize_text  # noqa: E402
+# The leak rules' keys (text_in_one_split, not_in_pretraining_corpus) have one definition, in core
+# bertops.data.leaks, shared with the fetch (which drops the examples these rules would reject).
+from bertops.data.leaks import example_key, example_texts, normalize_text  # noqa: E402,F401
 
 # Unicode's control characters (category Cc: U+0000-U+001F, U+007F-U+009F) except tab and newline.
 # BERT's normalizer silently drops them, so text carrying them (a stray NUL, a form feed, a
@@ -66,21 +66,6 @@ def _strings(value: Any, where: str) -> Iterable[tuple[str, str]]:
 def count_sentences(text: str) -> int:
     """Sentences as the tokenize stage sees them (paragraph breaks, then blingfire)."""
     return len(split_sentences(text))
-
-
-def example_key(task_type: str, rec: dict, text_fields: Sequence[str], tokens_field: str) -> str | None:
-    """The normalized input of an example, for 'no text in two splits'. A pair is one key (the
-    same sentence may appear in pairs of different splits, as in WiC); QA is question + context."""
-    parts = get_task_type(task_type).example_inputs(rec, text_fields, tokens_field)
-    if not parts or not all(isinstance(p, str) for p in parts):
-        return None
-    key = " || ".join(normalize_text(p) for p in parts)
-    return key if key.replace("|", "").strip() else None
-
-
-def example_texts(task_type: str, rec: dict, text_fields: Sequence[str], tokens_field: str) -> list[str]:
-    """The prose of an example that must not occur in the pretraining corpus."""
-    return get_task_type(task_type).prose(rec, text_fields, tokens_field)
 
 
 def class_balance(task_type: str, records: Iterable[dict], label_field: str) -> dict[str, int] | None:

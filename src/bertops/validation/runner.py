@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bertops.data.leaks import SentenceIndex, is_contaminated
 from bertops.model.multitask.task_types import NOT_CHECKED, get_task_type
 from bertops.text.sentences import split_sentences
 from bertops.validation import rules
-from bertops.validation.contamination import SentenceIndex
 from bertops.validation.loading import JSON_OBJECT, VALID_JSON, VALID_UTF8, LoadedFile, load_jsonl, record_id
 from bertops.validation.results import Failure, FileReport, ValidationResult
 from bertops.validation.suites import (
@@ -191,7 +191,7 @@ def _validate_task(name: str, task: TaskParams, vp: ValidateParams, gx: GXRunner
             if check_leaks:
                 texts = rules.example_texts(task.type, rec, task.text_fields, task.tokens_field)
                 found, checked, first = index.overlap(texts)
-                if found and found >= vp.contamination_min_overlap * checked:
+                if is_contaminated(found, checked, vp.contamination_min_overlap):
                     sentence, (corpus_key, corpus_line) = first
                     report.fail(rules.NOT_IN_CORPUS, "python",
                                 f"{found}/{checked} of its sentences are in the corpus, e.g. "
