@@ -50,7 +50,7 @@ def multitask_model_kwargs(model_dir: Path) -> dict:
 
     `code_paths` is the bertops.model.multitask package directory, which MLflow copies (without
     __pycache__) and puts on sys.path, so the served model imports it as `multitask` and needs
-    nothing else of bertops (tests/unit/test_multitask.py loads one with bertops blocked).
+    nothing else of bertops (tests/integration/test_served_model.py serves one with bertops blocked).
     """
     import bertops.model.multitask as multitask
     import bertops.tracking.pyfunc_model as pyfunc_model
