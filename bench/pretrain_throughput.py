@@ -7,6 +7,9 @@ positions labelled for MLM and a random NSP label. The stock step is what most u
 projects every position onto the vocabulary. The bertops step is the same model through
 `bertops.model.pretraining.BertPretrainingObjective`, which runs the MLM head only at the masked
 positions (with --compile: torch.compile, static shapes: a fixed number of gathered rows).
+The strongest stock configuration, stock + torch.compile, is timed in the same run (unless
+--no-compile-stock), and every speed and memory figure is given as a ratio against both stock
+eager and stock + compile: a reader should not have to guess which baseline a speed-up is over.
 
 Warm-up steps are excluded; the variants' timed windows are interleaved (so load from other
 processes hits both alike) and the median window is reported, as wall time (tokens/s, ratio) and
@@ -14,10 +17,15 @@ as this process's CPU time (a steadier comparison on a shared CPU, best with --t
 (performance.md convention; "model" = stock convention, "executed" = what the step really runs).
 Peak memory: torch.cuda.max_memory_allocated on GPU; on CPU, the peak RSS growth during a step
 (sampled from /proc/self/statm in a separate, untimed pass), an estimate.
+MFU is printed against two peaks, each labelled: the device's datasheet dense peak for the matmul
+math (bertops.train.flops.DATASHEET_PEAK_TFLOPS, or --peak-tflops; n/a on a CPU unless given),
+the common convention; and the measured dense matmul ceiling of this device, which is lower, so
+its MFU is higher.
 
     python bench/pretrain_throughput.py                         # tiny, 32 x 128, fp32 on CPU
     python bench/pretrain_throughput.py --preset base --batch-size 256 --seq-len 128 \
         --precision bf16 --compile                                # the GPU headline (H100/H200)
+    python bench/pretrain_throughput.py --threads 1 --no-compile-stock   # quick, no compilation
 
 Imports only torch, transformers and bertops core (no prefect/mlflow/dvc/great_expectations),
 so it runs on a bare GPU worker.
@@ -41,7 +49,13 @@ import torch
 
 from bertops.model.presets import bert_config
 from bertops.model.pretraining import BertPretrainingObjective, build_pretraining_model
-from bertops.train.flops import FLOP_CONVENTION, executed_flops_per_token, measure_matmul_tflops, model_flops_per_token
+from bertops.train.flops import (
+    FLOP_CONVENTION,
+    datasheet_peak_tflops,
+    executed_flops_per_token,
+    measure_matmul_tflops,
+    model_flops_per_token,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,14 +67,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the bertops step (static shapes)")
-    p.add_argument("--compile-stock", action="store_true", help="also time torch.compile of the stock model")
+    p.add_argument("--compile-stock", dest="compile_stock", action="store_true", default=True,
+                   help="also time stock + torch.compile, the strongest stock baseline (default)")
+    p.add_argument("--no-compile-stock", dest="compile_stock", action="store_false",
+                   help="skip stock + torch.compile (faster; ratios then only against stock eager)")
     p.add_argument("--steps", type=int, default=5, help="steps per timed window")
     p.add_argument("--windows", type=int, default=5, help="timed windows per variant (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first")
     p.add_argument("--mlm-probability", type=float, default=0.15)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--peak-tflops", type=float, default=None, help="MFU denominator (default: measured)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="datasheet peak TFLOP/s for the MFU column (default: the table in bertops.train.flops; "
+                        "none for CPUs). The measured matmul ceiling is printed beside it either way")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p.parse_args(argv)
@@ -203,41 +222,78 @@ def main(argv=None) -> dict:
                 step(batch)
             peak_mem[name] = (rss.peak - rss.base) / 2**30
 
-    peak = args.peak_tflops or measure_matmul_tflops(device, dtype)
+    measured = measure_matmul_tflops(device, dtype)
+    math_kind = "bf16" if dtype == torch.bfloat16 else "tf32"  # fp32 matmuls run as TF32 here on CUDA
+    dev_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                else f"CPU, {torch.get_num_threads()} threads")
+    if args.peak_tflops:
+        sheet, sheet_label = args.peak_tflops, "given with --peak-tflops"
+    elif device.type == "cuda" and datasheet_peak_tflops(dev_name, math_kind):
+        sheet, sheet_label = datasheet_peak_tflops(dev_name, math_kind)
+    else:
+        sheet, sheet_label = None, "not known for this device (give --peak-tflops)"
     stock_flops = model_flops_per_token(config, args.seq_len)
+    names = [name for name, _ in variants]
+    eager_name = names[0]
+    compiled_name = "stock + compile" if "stock + compile" in names else None
     rows = []
-    base_tps = None
-    for name, _ in variants:
+    for name in names:
         sec = statistics.median(times[name])
         tps = tokens / sec
-        base_tps = base_tps or tps
         frac = predicted["bertops"] / tokens if name.startswith("bertops") else 1.0
         executed = executed_flops_per_token(config, args.seq_len, frac)
+        model_tflops, executed_tflops = stock_flops * tps / 1e12, executed * tps / 1e12
         rows.append({"variant": name, "ms_per_step": sec * 1e3, "tokens_per_s": tps,
                      "cpu_ms_per_step": statistics.median(cpu_times[name]) * 1e3,
-                     "model_tflops": stock_flops * tps / 1e12, "executed_tflops": executed * tps / 1e12,
-                     "mfu_model": stock_flops * tps / 1e12 / peak, "mfu_executed": executed * tps / 1e12 / peak,
-                     "peak_mem_gib": peak_mem[name], "ratio": tps / base_tps,
+                     "model_tflops": model_tflops, "executed_tflops": executed_tflops,
+                     # MFU against the measured matmul ceiling (mfu_model/mfu_executed) and against
+                     # the datasheet peak (*_datasheet; None when no datasheet peak is known)
+                     "mfu_model": model_tflops / measured, "mfu_executed": executed_tflops / measured,
+                     "mfu_model_datasheet": model_tflops / sheet if sheet else None,
+                     "mfu_executed_datasheet": executed_tflops / sheet if sheet else None,
+                     "peak_mem_gib": peak_mem[name],
                      "window_ms": [round(t * 1e3, 1) for t in times[name]]})
+    by_name = {r["variant"]: r for r in rows}
+    for r in rows:  # speed-up (tokens/s ratio) and memory ratio against each stock baseline
+        for key, base in (("stock_eager", eager_name), ("stock_compile", compiled_name)):
+            b = by_name.get(base)
+            r[f"speedup_vs_{key}"] = r["tokens_per_s"] / b["tokens_per_s"] if b else None
+            # under 1 MiB (a tiny model's CPU RSS growth) the ratio is noise: n/a
+            r[f"mem_vs_{key}"] = r["peak_mem_gib"] / b["peak_mem_gib"] if b and b["peak_mem_gib"] > 2**-10 else None
+        r["ratio"] = r["speedup_vs_stock_eager"]  # the old name
+
+    def pct(x):
+        return "n/a" if x is None else f"{x:.1%}"
+
+    def times_(x):
+        return "n/a" if x is None else f"{x:.2f}x"
 
     mem_label = "peak GiB (cuda max allocated)" if device.type == "cuda" else "step RSS growth GiB (approx)"
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {args.preset} (L{config.num_hidden_layers}/H{config.hidden_size}/A{config.num_attention_heads}"
           f"/I{config.intermediate_size}), vocab {args.vocab_size}, batch {args.batch_size} x seq {args.seq_len}, "
           f"{precision}, {dev_name}, torch {torch.__version__}")
-    print(f"# median of {args.windows} windows x {args.steps} steps, {args.warmup} warm-up steps excluded; "
-          f"peak {peak:.3g} TFLOP/s (measured matmul ceiling)" if not args.peak_tflops else f"# peak {peak} TFLOP/s")
+    print(f"# median of {args.windows} windows x {args.steps} steps, {args.warmup} warm-up steps excluded "
+          f"(compilation included in warm-up)")
+    print(f"# peaks: datasheet {sheet:.4g} TFLOP/s ({sheet_label}); " if sheet else
+          f"# peaks: datasheet n/a ({sheet_label}); ", end="")
+    print(f"measured dense matmul ceiling {measured:.4g} TFLOP/s ({math_kind if device.type == 'cuda' else 'fp32'}, "
+          f"this device, this run)")
     print(f"# FLOPs: {FLOP_CONVENTION}")
-    header = ["variant", "ms/step", "tokens/s", "model TFLOP/s", "MFU(model)", "MFU(executed)", mem_label, "ratio",
-              "CPU ms/step (ratio)"]
+    print("# speed-up = tokens/s ratio; 'vs stock + compile' is the fair one: any user can switch compile on")
+    header = ["variant", "ms/step", "tokens/s", "vs stock eager", "vs stock + compile",
+              "MFU vs datasheet (model FLOPs)", "MFU vs datasheet (executed)", "MFU vs measured ceiling (model FLOPs)",
+              mem_label, "mem vs stock eager", "mem vs stock + compile", "CPU ms/step"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
-        print(f"| {r['variant']} | {r['ms_per_step']:.1f} | {r['tokens_per_s']:,.0f} | {r['model_tflops']:.3f} | "
-              f"{r['mfu_model']:.1%} | {r['mfu_executed']:.1%} | {r['peak_mem_gib']:.2f} | {r['ratio']:.2f}x | "
-              f"{r['cpu_ms_per_step']:.0f} ({rows[0]['cpu_ms_per_step'] / r['cpu_ms_per_step']:.2f}x) |")
+        print(f"| {r['variant']} | {r['ms_per_step']:.1f} | {r['tokens_per_s']:,.0f} | "
+              f"{times_(r['speedup_vs_stock_eager'])} | {times_(r['speedup_vs_stock_compile'])} | "
+              f"{pct(r['mfu_model_datasheet'])} | {pct(r['mfu_executed_datasheet'])} | {pct(r['mfu_model'])} | "
+              f"{r['peak_mem_gib']:.3f} | {times_(r['mem_vs_stock_eager'])} | {times_(r['mem_vs_stock_compile'])} | "
+              f"{r['cpu_ms_per_step']:.0f} |")
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "device": dev_name, "precision": precision,
-              "peak_tflops": peak, "flop_convention": FLOP_CONVENTION, "rows": rows}
+              "peak_tflops": measured, "measured_matmul_tflops": measured, "datasheet_peak_tflops": sheet,
+              "datasheet_peak_source": sheet_label, "flop_convention": FLOP_CONVENTION, "rows": rows}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result

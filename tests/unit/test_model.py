@@ -161,7 +161,8 @@ def test_benchmark_runs_without_the_mlops_stack(tmp_path):
         "import sys, runpy\n"
         "for m in ('prefect', 'mlflow', 'dvc', 'great_expectations'): sys.modules[m] = None\n"
         f"sys.argv = ['pretrain_throughput.py', '--preset', 'tiny', '--vocab-size', '2000', '--batch-size', '4',"
-        f" '--seq-len', '32', '--steps', '1', '--windows', '2', '--warmup', '1', '--json', {str(tmp_path / 'r.json')!r}]\n"
+        f" '--seq-len', '32', '--steps', '1', '--windows', '2', '--warmup', '1', '--no-compile-stock',"
+        f" '--json', {str(tmp_path / 'r.json')!r}]\n"
         f"runpy.run_path({str(REPO_ROOT / 'bench' / 'pretrain_throughput.py')!r}, run_name='__main__')\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -170,3 +171,21 @@ def test_benchmark_runs_without_the_mlops_stack(tmp_path):
     assert [r["variant"] for r in rows] == ["stock HF BertForPreTraining", "bertops"]
     assert rows[0]["ratio"] == 1.0 and rows[1]["ratio"] > 0 and all(r["tokens_per_s"] > 0 for r in rows)
     assert rows[1]["mfu_executed"] < rows[1]["mfu_model"]  # sparse MLM: fewer FLOPs executed
+    # both baselines and both peaks are named: without compile there is no stock + compile row, and
+    # a CPU has no datasheet peak unless one is given
+    assert "| vs stock eager | vs stock + compile |" in proc.stdout and "MFU vs measured ceiling" in proc.stdout
+    assert rows[1]["speedup_vs_stock_eager"] == rows[1]["ratio"] and rows[1]["speedup_vs_stock_compile"] is None
+    assert rows[1]["mfu_model_datasheet"] is None and "datasheet n/a" in proc.stdout
+
+
+def test_datasheet_peaks():
+    from bertops.train.flops import datasheet_peak_tflops
+
+    assert datasheet_peak_tflops("NVIDIA H100 80GB HBM3", "bf16")[0] == pytest.approx(989.4)  # SXM
+    assert datasheet_peak_tflops("NVIDIA H200", "bf16")[0] == pytest.approx(989.4)
+    assert datasheet_peak_tflops("NVIDIA H100 PCIe", "bf16")[0] == 756.0
+    assert datasheet_peak_tflops("NVIDIA A100-SXM4-80GB", "bf16")[0] == 312.0
+    assert datasheet_peak_tflops("NVIDIA A100-SXM4-80GB", "tf32")[0] == 156.0
+    assert datasheet_peak_tflops("NVIDIA A10", "bf16")[0] == 125.0  # not taken for an A100
+    assert datasheet_peak_tflops("NVIDIA GH200 480GB", "bf16")[1].startswith("GH200")
+    assert datasheet_peak_tflops("CPU, 2 threads", "tf32") is None

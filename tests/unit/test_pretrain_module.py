@@ -50,3 +50,22 @@ def test_fused_adamw_with_gradient_clipping(precision):
     assert trainer.global_step == 2
     assert trainer.optimizers[0].defaults["fused"] is True
     assert len(module.norms) == 2 and all(n <= clip * 1.01 for n in module.norms), module.norms
+
+
+def test_tokens_per_s_counts_padding_and_nonpad_tokens_per_s_does_not():
+    tok = tiny_tokenizer()
+    ds = tiny_pretraining_dataset(tok, n_train=16, n_val=1, seed=1)["train"]
+    rows = [ds[i] for i in range(len(ds))]
+    loader = torch.utils.data.DataLoader(rows, batch_size=8, collate_fn=PretrainingCollator(tok, seed=0))
+    masks = [b["attention_mask"] for b in loader]
+    assert all(0 < float(m.float().mean()) < 1 for m in masks)  # the batches do carry padding
+    config = bert_config("tiny", len(tok), SMALL, pad_token_id=tok.pad_token_id)
+    module = BertPretrainingModule(config.to_dict(), learning_rate=1e-3, max_steps=2, peak_tflops=0.05,
+                                   log_every_n_steps=1)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=loader)
+    assert len(module.perf_history) == 2
+    for window, mask in zip(module.perf_history, masks):  # one batch per logging window here
+        ratio = window["perf/nonpad_tokens_per_s"] / window["perf/tokens_per_s"]
+        assert ratio == pytest.approx(float(mask.sum()) / mask.numel(), rel=1e-6)

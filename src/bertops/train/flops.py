@@ -12,8 +12,12 @@ bertops applies the MLM transform and decoder only at the masked positions (abou
 f x (h^2 + V*h), f = predicted positions / tokens. Compare the two implementations by tokens/s;
 MFU is reported both ways (model FLOPs = stock convention, executed FLOPs = what ran).
 
-MFU = achieved FLOP/s / peak FLOP/s, where peak is the *measured* dense matmul ceiling of the
-device in the training dtype (performance.md: 804 TFLOP/s bf16 on an H200), unless given.
+MFU = achieved FLOP/s / peak FLOP/s. Two peaks, and every MFU printed says which:
+- the datasheet dense peak of the device in the matmul math used (`datasheet_peak_tflops`, e.g.
+  989 TFLOP/s bf16 on an H100/H200 SXM): the common convention, comparable with published MFUs;
+- the measured dense matmul ceiling (`measure_matmul_tflops`, e.g. 804 TFLOP/s bf16 on an H200,
+  performance.md): what this machine can reach on a large square matmul, so a higher MFU.
+The pretrain stage logs against `pretrain.peak_tflops` when given, else the measured ceiling.
 """
 
 from __future__ import annotations
@@ -24,7 +28,34 @@ from typing import Any
 FLOP_CONVENTION = (
     "train FLOPs/token = 6*(L*(4h^2+2h*I) + h^2 + V*h) + 6*L*2*s*h (performance.md; MLM head at every "
     "position); executed FLOPs replace h^2+V*h by f*(h^2+V*h), f = predicted/total positions; "
-    "MFU = FLOP/s / measured dense matmul peak")
+    "MFU = FLOP/s / peak FLOP/s (datasheet dense peak or measured matmul ceiling: named where printed)")
+
+# Datasheet dense peaks (no structured sparsity), TFLOP/s, per GPU, by the math the matmuls run in:
+# "bf16" (bf16/fp16 tensor cores) or "tf32" (fp32 matmuls with TF32 allowed). Matched against
+# torch.cuda.get_device_name() by substring, first match wins (so "GH200" before "H200", "A100"
+# before "A10", "L40S" before "L4"; "NVIDIA H100 80GB HBM3" is the SXM part).
+DATASHEET_PEAK_TFLOPS: list[tuple[str, str, dict[str, float]]] = [
+    ("GH200", "GH200 Grace Hopper", {"bf16": 989.4, "tf32": 494.7}),
+    ("H200 NVL", "H200 NVL", {"bf16": 835.5, "tf32": 417.5}),
+    ("H200", "H200 SXM", {"bf16": 989.4, "tf32": 494.7}),
+    ("H100 NVL", "H100 NVL", {"bf16": 835.5, "tf32": 417.5}),
+    ("H100 PCIe", "H100 PCIe", {"bf16": 756.0, "tf32": 378.0}),
+    ("H100", "H100 SXM", {"bf16": 989.4, "tf32": 494.7}),
+    ("B200", "B200 (HGX)", {"bf16": 2250.0, "tf32": 1100.0}),
+    ("A100", "A100", {"bf16": 312.0, "tf32": 156.0}),
+    ("L40S", "L40S", {"bf16": 362.1, "tf32": 183.0}),
+    ("A10", "A10", {"bf16": 125.0, "tf32": 62.5}),
+    ("L4", "L4", {"bf16": 121.0, "tf32": 60.0}),
+]
+
+
+def datasheet_peak_tflops(device_name: str, math: str) -> tuple[float, str] | None:
+    """(dense peak TFLOP/s, which part and math) from the datasheet table; None when the device is
+    not in it (every CPU: give the peak yourself, e.g. cores x FMA width x 2 x clock)."""
+    for pattern, part, peaks in DATASHEET_PEAK_TFLOPS:
+        if pattern in device_name and math in peaks:
+            return peaks[math], f"{part} {math} dense, datasheet"
+    return None
 
 
 def _dims(config: Any) -> tuple[int, int, int, int]:
@@ -46,10 +77,8 @@ def executed_flops_per_token(config: Any, seq_len: int, predicted_fraction: floa
 
 def measure_matmul_tflops(device: Any = "cpu", dtype: Any = None, n: int | None = None,
                           seconds: float = 0.5) -> float:
-    """The dense matmul ceiling of `device` in `dtype`, in TFLOP/s (a short timed loop).
-
-    The MFU denominator: a measured ceiling instead of a datasheet figure, as performance.md does.
-    """
+    """The dense matmul ceiling of `device` in `dtype`, in TFLOP/s (a short timed loop of n x n
+    matmuls): the measured MFU denominator, printed beside the datasheet one."""
     import torch
 
     device = torch.device(device)

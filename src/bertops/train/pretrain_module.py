@@ -1,9 +1,13 @@
 """BertPretrainingModule: MLM + NSP pretraining of a stock BertForPreTraining, as a LightningModule.
 
 Logged every `log_every_n_steps`: MLM loss/accuracy, NSP loss/accuracy, learning rate, tokens/s
-and MFU. FLOPs follow bertops.train.flops.FLOP_CONVENTION (performance.md): `perf/mfu` uses the
-FLOPs this sparse-head step executes, `perf/mfu_stock_flops` and `perf/model_tflops` the stock
-"model FLOPs" convention (MLM head at every position), against a measured matmul ceiling.
+and MFU. `perf/tokens_per_s` counts every position of the padded batches (padding included: the
+work the device does, and what the FLOPs and MFU are computed from); `perf/nonpad_tokens_per_s`
+counts only the real tokens (attention_mask 1), the rate at which corpus text is consumed.
+FLOPs follow bertops.train.flops.FLOP_CONVENTION (performance.md): `perf/mfu` uses the FLOPs this
+sparse-head step executes, `perf/mfu_stock_flops` and `perf/model_tflops` the stock "model FLOPs"
+convention (MLM head at every position), against `perf/peak_tflops` (pretrain.peak_tflops when
+given, e.g. the datasheet peak; else the measured matmul ceiling).
 A checkpoint carries the run's fingerprint and RNG states (bertops.train.checkpointing); the RNG
 is put back just before the first resumed step.
 """
@@ -91,12 +95,14 @@ class BertPretrainingModule(L.LightningModule):
 
     def _reset_window(self) -> None:
         self._window = {"start": time.perf_counter(), "tokens": 0.0, "predicted": 0.0, "seq_len": 0.0,
-                        "batches": 0.0}
+                        "batches": 0.0, "nonpad": 0}
         self._predicted = 0
 
     def on_train_batch_end(self, outputs: Any, batch: dict, batch_idx: int) -> None:
         w = self._window
-        w["tokens"] += batch["input_ids"].numel()
+        w["tokens"] += batch["input_ids"].numel()  # padded positions included
+        if "attention_mask" in batch:  # summed on the device: no sync until the window is logged
+            w["nonpad"] = w["nonpad"] + batch["attention_mask"].sum()
         w["seq_len"] += batch["input_ids"].shape[1]
         w["batches"] += 1
         w["predicted"] += self._predicted
@@ -113,7 +119,8 @@ class BertPretrainingModule(L.LightningModule):
         executed = executed_flops_per_token(self.config, seq_len, w["predicted"] / w["tokens"])
         stock = model_flops_per_token(self.config, seq_len)
         metrics = {
-            "perf/tokens_per_s": tokens_per_s * self.trainer.world_size,
+            "perf/tokens_per_s": tokens_per_s * self.trainer.world_size,  # padding counted
+            "perf/nonpad_tokens_per_s": float(w["nonpad"]) / elapsed * self.trainer.world_size,
             "perf/tflops": executed * tokens_per_s / 1e12,
             "perf/model_tflops": stock * tokens_per_s / 1e12,
             "perf/peak_tflops": float(self._peak_tflops),
