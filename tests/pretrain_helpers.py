@@ -83,3 +83,18 @@ def write_tiny_pretraining_inputs(root: Path, n_train: int = 256, n_val: int = 6
     tok = tiny_tokenizer(tok_dir)
     tiny_pretraining_dataset(tok, n_train, n_val, max_seq_length).save_to_disk(str(data_dir))
     return data_dir, tok_dir
+
+
+TINY_MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def tiny_pretrain_overrides(data_dir: str | Path, tok_dir: str | Path, out_dir: str | Path, **pretrain) -> dict:
+    """params.yaml overrides (dotted keys) for a tiny CPU pretraining run; `pretrain` adds or changes
+    pretrain.* keys."""
+    overrides = {"model.preset": "tiny", "model.overrides": TINY_MODEL,
+                 "pretrain.data_dir": str(data_dir), "pretrain.tokenizer_dir": str(tok_dir),
+                 "pretrain.out_dir": str(out_dir), "pretrain.batch_size": 16,
+                 "pretrain.learning_rate": 3e-3, "pretrain.warmup_steps": 5, "pretrain.peak_tflops": 0.05,
+                 "pretrain.log_every_n_steps": 5, "pretrain.accelerator": "cpu", "pretrain.devices": 1}
+    overrides.update({f"pretrain.{k}": v for k, v in pretrain.items()})
+    return overrides

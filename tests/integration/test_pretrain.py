@@ -19,20 +19,13 @@ import pytest
 import torch
 
 from bertops.config import load_params
-from tests.pretrain_helpers import write_tiny_pretraining_inputs
+from tests.pretrain_helpers import tiny_pretrain_overrides, write_tiny_pretraining_inputs
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 
 
 def tiny_params(tmp: Path, data_dir: Path, tok_dir: Path, **pretrain):
-    overrides = {"model.preset": "tiny", "model.overrides": TINY_MODEL,
-                 "pretrain.data_dir": str(data_dir), "pretrain.tokenizer_dir": str(tok_dir),
-                 "pretrain.out_dir": str(tmp / "pretrain"), "pretrain.batch_size": 16,
-                 "pretrain.learning_rate": 3e-3, "pretrain.warmup_steps": 5, "pretrain.peak_tflops": 0.05,
-                 "pretrain.log_every_n_steps": 5, "pretrain.accelerator": "cpu", "pretrain.devices": 1}
-    overrides.update({f"pretrain.{k}": v for k, v in pretrain.items()})
-    return load_params(REPO / "params.yaml", overrides)
+    return load_params(REPO / "params.yaml", tiny_pretrain_overrides(data_dir, tok_dir, tmp / "pretrain", **pretrain))
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +91,60 @@ def test_pretrain_stage_on_tiny_data(inputs, tmp_path, monkeypatch):
     again = stage.main(params)
     assert again["metrics"]["resumed_from_step"] == 60
     assert (out / "model" / "model.safetensors").read_bytes() == before
+
+
+def _declared_outputs(stage: str, out_dir: str) -> dict[Path, bool]:
+    """The outputs dvc.yaml declares for `stage` (outs, metrics, plots) under the stage's out_dir in
+    params.yaml, relative to it: {path: persist}. (The headline metrics/<stage>.json outside it are
+    written by `bertops stage` from out_dir/metrics.json.)"""
+    import yaml
+
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    declared = {}
+    for kind in ("outs", "metrics", "plots"):
+        for entry in spec.get(kind, []):
+            path, opts = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
+            if Path(path).is_relative_to(out_dir):
+                declared[Path(path).relative_to(out_dir)] = bool((opts or {}).get("persist"))
+    return declared
+
+
+@pytest.mark.slow
+def test_a_rerun_resuming_at_max_steps_writes_every_declared_output(inputs, tmp_path, monkeypatch):
+    """`dvc repro` deletes a stage's outputs (all but persisted ones: the checkpoints) before running it.
+    A re-run that resumes from a checkpoint already at max_steps trains nothing; it must still write
+    every output dvc.yaml declares, with the whole training curve (it wrote no log and no plot, and
+    DVC failed with "output 'artifacts/pretrain/plots' does not exist" on every retry)."""
+    import csv
+    import shutil
+
+    from bertops.stages import pretrain as stage
+
+    monkeypatch.setenv("BERTOPS_TRACKING", "off")
+    params = tiny_params(tmp_path, *inputs, max_steps=10, checkpoint_every_n_steps=5, eval_every_n_steps=None,
+                         log_every_n_steps=2, eval_max_batches=1)
+    stage.main(params)
+    out = tmp_path / "pretrain"
+    declared = _declared_outputs("pretrain", load_params(REPO / "params.yaml").pretrain.out_dir)
+    assert {Path("checkpoints"), Path("plots"), Path("logs/metrics.csv"), Path("metrics.json")} <= set(declared)
+
+    def curve():
+        with open(out / "logs" / "metrics.csv", newline="") as f:
+            return [(r["step"], r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
+
+    first = curve()
+    assert [int(s) for s, _ in first] == [1, 3, 5, 7, 9]
+    for rel, persist in declared.items():  # what dvc repro does before running the stage
+        if not persist:
+            shutil.rmtree(out / rel) if (out / rel).is_dir() else (out / rel).unlink()
+
+    again = stage.main(params)
+    assert again["metrics"]["resumed_from_step"] == 10 and again["metrics"]["global_step"] == 10
+    for rel in declared:
+        path = out / rel
+        assert path.exists() and (not path.is_dir() or any(path.iterdir())), f"{rel} was not written"
+    assert curve() == first  # the whole curve, from the checkpoint
+    assert (out / "plots" / "pretrain_curves.png").stat().st_size > 10_000  # curves, not an empty figure
 
 
 RECORDER = '''

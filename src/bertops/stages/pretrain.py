@@ -40,17 +40,16 @@ def main(params: Params) -> dict:
         tracking.log_metrics({f"heldout.{k}": v for k, v in result["metrics"].items() if v is not None})
         plot = plot_curves(out_dir / "logs" / "metrics.csv", out_dir / "plots" / "pretrain_curves.png")
         tracking.log_artifact(out_dir / "metrics.json", "pretrain")
-        if plot is not None:
-            tracking.log_artifact(plot, "pretrain/plots")
+        tracking.log_artifact(plot, "pretrain/plots")
         tracking.log_artifact(out_dir / "model", "pretrain/model")
     return {"model_dir": result["model_dir"], "metrics_path": result["metrics_path"],
             "metrics": result["metrics"]}
 
 
-def plot_curves(metrics_csv: Path, out: Path) -> Path | None:
-    """Loss and accuracy curves from the Lightning CSV log (None if nothing was logged)."""
-    if not metrics_csv.exists():
-        return None
+def plot_curves(metrics_csv: Path, out: Path) -> Path:
+    """Loss and accuracy curves from the Lightning CSV log. Always writes `out` (a declared output of
+    the stage): with nothing logged (no file, or a run shorter than `log_every_n_steps`), a figure
+    that says so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,13 +58,12 @@ def plot_curves(metrics_csv: Path, out: Path) -> Path | None:
     from bertops.io import atomic_path
 
     series: dict[str, list[tuple[float, float]]] = {}
-    with open(metrics_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if value and key.startswith(("train/", "val/")) and row.get("step"):
-                    series.setdefault(key, []).append((float(row["step"]), float(value)))
-    if not series:
-        return None
+    if metrics_csv.exists():
+        with open(metrics_csv, newline="") as f:
+            for row in csv.DictReader(f):
+                for key, value in row.items():
+                    if value and key.startswith(("train/", "val/")) and row.get("step"):
+                        series.setdefault(key, []).append((float(row["step"]), float(value)))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, kind in zip(axes, ("loss", "accuracy")):
         for key in sorted(series):
@@ -74,7 +72,11 @@ def plot_curves(metrics_csv: Path, out: Path) -> Path | None:
                 ax.plot(xs, ys, marker="o" if key.startswith("val/") else None, markersize=3, label=key)
         ax.set_xlabel("step")
         ax.set_title(f"pretraining {kind}")
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, f"nothing logged\n({metrics_csv.name})", ha="center", va="center",
+                    transform=ax.transAxes)
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

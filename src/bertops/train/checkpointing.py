@@ -184,14 +184,20 @@ class CsvLogInCheckpoint(L.Callback):
         checkpoint.setdefault(STATE_KEY, {})["csv_log"] = read_csv_rows(self.path)
 
 
-def checkpointed_csv_log(checkpoint_path: Path) -> list[dict] | None:
-    """The CSV rows CsvLogInCheckpoint saved in a checkpoint (None: it saved none)."""
-    saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False, mmap=True)
-    return saved.get(STATE_KEY, {}).get("csv_log")
+def logged_rows_before(csv_path: Path, checkpoint: Path | None, step: int) -> list[dict]:
+    """The rows a run resuming from `checkpoint` at `step` keeps: those logged before that step, from
+    the log file if it still has them, else from the checkpoint (CsvLogInCheckpoint). A periodic
+    checkpoint is saved before the row of its own last batch is logged; only the file has that row."""
+    if checkpoint is None:
+        return []
+    from_file = read_csv_rows(csv_path, max_step=step)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    from_checkpoint = [r for r in saved.get(STATE_KEY, {}).get("csv_log") or []
+                       if r.get("step") and int(float(r["step"])) < step]
+    return from_file if len(from_file) >= len(from_checkpoint) else from_checkpoint
 
 
-def restore_csv_log(path: Path, earlier: list[dict], started_step: int) -> None:
-    """After a resumed fit: the log file = the rows logged before `started_step` (from the
-    checkpoint, or the old file) + what the resumed run logged (Lightning starts the file afresh)."""
-    earlier = [r for r in earlier if r.get("step") and int(float(r["step"])) < started_step]
+def restore_csv_log(path: Path, earlier: list[dict]) -> None:
+    """After a fit: the log file = `earlier` (logged_rows_before) + what this run logged (Lightning
+    starts the file afresh). Written even when nothing was logged, so the file always exists."""
     write_csv_rows(path, earlier + read_csv_rows(path))

@@ -36,11 +36,12 @@ from bertops.errors import DataError
 from bertops.train.checkpointing import (
     AtomicCheckpointIO,
     CheckpointOnSigterm,
+    CsvLogInCheckpoint,
     find_resume_checkpoint,
     fingerprint,
-    read_csv_rows,
+    logged_rows_before,
+    restore_csv_log,
     sigterm_exits_nonzero,
-    write_csv_rows,
 )
 from bertops.train.flops import FLOP_CONVENTION, model_flops_per_token
 from bertops.train.precision import on_gpu, resolve_precision
@@ -124,9 +125,12 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
         random_replace_prob=p.random_replace_prob, whole_word_mask=p.whole_word_mask,
         pad_to_multiple_of=p.pad_to_multiple_of, pad_to_length=pad_to_length,
         num_workers=num_workers, eval_batch_size=p.eval_batch_size)
-    checkpointing = ModelCheckpoint(dirpath=str(ckpt_dir), every_n_train_steps=p.checkpoint_every_n_steps,
-                                    save_top_k=0, save_last=True, enable_version_counter=False)
+    periodic = ModelCheckpoint(dirpath=str(ckpt_dir), every_n_train_steps=p.checkpoint_every_n_steps,
+                               save_top_k=0, save_last=True, enable_version_counter=False)
     loggers = loggers if loggers is not None else [CSVLogger(str(out_dir), name="logs", version="")]
+    csv_logs = [Path(lg.log_dir) / "metrics.csv" for lg in loggers if isinstance(lg, CSVLogger)]
+    # the curve travels in the checkpoint: `dvc repro` deletes logs/metrics.csv before a resumed run
+    keep_log = [CsvLogInCheckpoint(csv_logs[0])] if csv_logs else []
     common = {"accelerator": accelerator, "devices": p.devices, "num_nodes": p.num_nodes,
               "strategy": p.strategy, "precision": precision, "enable_progress_bar": sys.stderr.isatty(),
               "use_distributed_sampler": False}  # the batch sampler shards by rank itself
@@ -138,7 +142,7 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
         val_check_interval=eval_every * p.accumulate_grad_batches if eval_every else None,
         check_val_every_n_epoch=None if eval_every else 1,
         limit_val_batches=p.limit_val_batches if eval_every else 0, num_sanity_val_steps=0,
-        callbacks=[checkpointing, CheckpointOnSigterm(ckpt_dir / "last.ckpt"), *(callbacks or [])],
+        callbacks=[periodic, CheckpointOnSigterm(ckpt_dir / "last.ckpt"), *keep_log, *(callbacks or [])],
         plugins=[AtomicCheckpointIO()], logger=loggers, default_root_dir=str(out_dir))
 
     # the MLM baseline is also logged by in-training validation, next to the model's accuracy
@@ -147,19 +151,19 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
     if resume is not None:
         rank_zero_info(f"resuming from {resume} at step {started_step}")
     # Lightning's CSV logger starts its file afresh; keep the rows of the interrupted run.
-    csv_logs = [Path(lg.log_dir) / "metrics.csv" for lg in loggers if isinstance(lg, CSVLogger)]
-    earlier = {path: read_csv_rows(path, max_step=started_step) for path in csv_logs} if resume else {}
+    earlier = {path: logged_rows_before(path, resume, started_step) for path in csv_logs}
     t0 = time.perf_counter()
     with warnings.catch_warnings(), sigterm_exits_nonzero():
         # Lightning cannot see that our sampler resumes mid-epoch by itself (see module docstring).
         warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     train_seconds = time.perf_counter() - t0
-    for path, rows in earlier.items():
-        if trainer.is_global_zero:
-            write_csv_rows(path, rows + read_csv_rows(path))
-    if checkpointing.last_model_path == "" or trainer.global_step % p.checkpoint_every_n_steps:
-        trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"))  # so a re-run resumes at the end
+    if trainer.is_global_zero:
+        for path, rows in earlier.items():  # every path, resuming at the end included, writes the log
+            restore_csv_log(path, rows)
+    # Saved at the end even when the periodic one fell on the last step: that one was written
+    # before the last row was logged. A re-run resumes here, trains nothing, and has the whole log.
+    trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"))
 
     evaluator = L.Trainer(**common, logger=False, limit_val_batches=p.eval_max_batches,
                           enable_model_summary=False, enable_checkpointing=False)
