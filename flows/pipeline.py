@@ -85,15 +85,58 @@ def _dvc() -> str:
     return str(candidate) if candidate.exists() else "dvc"
 
 
-def run_dvc_stage(stage: str, root: str, env: dict[str, str], log=print,
-                  grace_seconds: float = 60.0) -> tuple[int, list[str]]:
+# What dvc prints when another process holds a lock this stage needs: the stage's outputs
+# (rwlock: "'artifacts/pretrain/...' is busy, it is being blocked by: (PID n): ...") or the repository.
+LOCK_BUSY_MARKS = ("is busy, it is being blocked by", "Unable to acquire lock")
+
+
+def run_dvc_stage(stage: str, root: str, env: dict[str, str], log=print, grace_seconds: float = 60.0,
+                  lock_wait_seconds: float = 300.0, lock_retry_seconds: float = 5.0) -> tuple[int, list[str]]:
     """`dvc repro --single-item STAGE`, streaming its output to `log`; (exit status, output lines).
 
     dvc and the stage run in their own process group. When this process is being stopped (a
     Prefect cancel raises TerminationSignal here, Ctrl-C KeyboardInterrupt), the whole group gets
     SIGTERM, so the stage saves its checkpoint and exits instead of training on as an orphan:
     signalling dvc alone would leave its child running. SIGKILL after `grace_seconds`.
+    When this process is killed outright, nothing can signal the group: the stage watches this
+    process itself (bertops.lifeline, named in its environment) and stops the same way.
+
+    A stage whose lock is held by another process (typically the stage of a killed run, still
+    saving its checkpoint) is retried every `lock_retry_seconds` for up to `lock_wait_seconds`,
+    with a log line, instead of failing at once. (`dvc --wait-for-lock` waits only for the
+    repository lock, not for the stage's outputs, and without a limit.)
     """
+    import time
+
+    from bertops.lifeline import ORCHESTRATOR_ENV, identity
+
+    env = {**env, ORCHESTRATOR_ENV: identity()}
+    deadline = time.monotonic() + lock_wait_seconds
+    lines: list[str] = []
+    while True:
+        code, attempt = _run_dvc_once(stage, root, env, log, grace_seconds)
+        lines += attempt
+        blocker = _lock_blocker(code, attempt)
+        left = deadline - time.monotonic()
+        if blocker is None or left <= 0:
+            return code, lines
+        log(f"bertops: stage {stage!r} waits for DVC's lock, held by {blocker}; "
+            f"retrying in {lock_retry_seconds:.0f} s (for up to {left:.0f} s more)")
+        time.sleep(min(lock_retry_seconds, left))
+
+
+def _lock_blocker(code: int, lines: list[str]) -> str | None:
+    """Who holds the lock, when dvc failed for a busy lock before running anything; else None."""
+    if code == 0 or any(ln.startswith("Running stage") for ln in lines):
+        return None
+    for i, line in enumerate(lines):
+        if any(mark in line for mark in LOCK_BUSY_MARKS):
+            holders = [ln.strip() for ln in lines[i + 1:] if ln.strip().startswith("(PID")]
+            return "; ".join(holders) or "another DVC process"
+    return None
+
+
+def _run_dvc_once(stage: str, root: str, env: dict[str, str], log, grace_seconds: float) -> tuple[int, list[str]]:
     # The venv's bin first, so dvc.yaml's `bertops stage ...` commands resolve to this install.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     proc = subprocess.Popen([_dvc(), "repro", "--single-item", stage], cwd=root,
@@ -204,8 +247,11 @@ class _parent_run:
 
         if not tracking.enabled():
             return self
-        self.run = tracking.configure().start_run(run_name="pipeline", tags={
-            "bertops.stage": "pipeline", "bertops.prefect_flow_run_id": self.env["BERTOPS_FLOW_RUN_ID"]})
+        mlflow = tracking.configure()
+        tracking.end_orphaned_runs()  # runs of a `bertops run` killed outright, still RUNNING: KILLED
+        self.run = mlflow.start_run(run_name="pipeline", tags={
+            "bertops.stage": "pipeline", "bertops.prefect_flow_run_id": self.env["BERTOPS_FLOW_RUN_ID"],
+            **tracking.process_tags()})
         self.env["BERTOPS_PARENT_RUN_ID"] = self.run.info.run_id
         return self
 

@@ -71,3 +71,38 @@ def write_tiny_encoder(out: Path, max_position_embeddings: int = 128) -> Path:
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(src / name, out / name)
     return out
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def copy_repo_files(dest: Path) -> Path:
+    """The repository's files into dest, as a clone would have them: tracked and new files of the
+    working tree, git-ignored ones (artifacts, caches, the venv) left out."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for rel in files:
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def git_commit_all(project: Path, message: str) -> None:
+    """Make `project` its own git repository with everything committed (DVC needs one)."""
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message]):
+        subprocess.run(cmd, cwd=project, check=True, capture_output=True)
+
+
+def project_env(project: Path) -> dict[str, str]:
+    """The environment for a copied project's commands: this venv's bin first on PATH, the project's
+    own MLflow store and Prefect home, tracking on."""
+    return {**os.environ,
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+            "PREFECT_HOME": str(project / ".prefect"),
+            "BERTOPS_TRACKING": "on", "DVC_NO_ANALYTICS": "1",
+            # Prefect's temporary server gives up after 20 s by default: too short on busy shared CPUs
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}

@@ -9,7 +9,6 @@ registered; the served champion answers for every task type.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import free_port, venv_bin, wait_http
+from tests.helpers import copy_repo_files, free_port, git_commit_all, project_env, venv_bin, wait_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -47,12 +46,7 @@ TINY = {
 }
 
 
-def _env(project: Path) -> dict[str, str]:
-    return {**os.environ,
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-            "PREFECT_HOME": str(project / ".prefect"),
-            "BERTOPS_TRACKING": "on", "DVC_NO_ANALYTICS": "1"}
+_env = project_env
 
 
 def _run(cmd: list[str], project: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -64,21 +58,13 @@ def _run(cmd: list[str], project: Path, check: bool = True, timeout: int = 900) 
 
 def _make_project(dest: Path, data_dir: Path) -> Path:
     """A fresh project: the repository's files (as a clone would have them), the built-in data, tiny params."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for rel in files:
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+    copy_repo_files(dest)
     shutil.copytree(data_dir, dest / "data")
     sys.path.insert(0, str(REPO))
     from flows.pipeline import apply_overrides
 
     apply_overrides(dest, TINY)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "e2e"]):
-        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
+    git_commit_all(dest, "e2e")
     return dest
 
 

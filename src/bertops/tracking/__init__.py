@@ -4,16 +4,25 @@ Every stage runs inside `stage_run(name, params)`: an MLflow run in experiment `
 the pipeline's parent run when `BERTOPS_PARENT_RUN_ID` is set (the Prefect flow sets it).
 Tracking goes to `MLFLOW_TRACKING_URI`, or `sqlite:///mlflow.db` in the working directory;
 `BERTOPS_TRACKING=off` turns it off (then only local CSV/JSON outputs are written).
+
+Every run is tagged with the process that owns it (PROCESS_TAG, bertops.lifeline.identity()); a run
+whose process was killed outright stays RUNNING in MLflow, so the next pipeline or stage run marks
+such runs KILLED (`end_orphaned_runs`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 EXPERIMENT = "bertops"
+PROCESS_TAG = "bertops.process"  # host:pid:start-time of the process that owns the run
 
 
 def enabled() -> bool:
@@ -44,6 +53,40 @@ def configure():
     return mlflow
 
 
+def process_tags() -> dict[str, str]:
+    """Tags naming this process as the owner of a run (see end_orphaned_runs)."""
+    from bertops.lifeline import identity
+
+    return {PROCESS_TAG: identity()}
+
+
+def end_orphaned_runs() -> list[str]:
+    """Mark KILLED every RUNNING run of the experiment whose owning process is gone (a `bertops run`
+    or a stage killed with SIGKILL, by the OOM killer, by a lost machine); returns their run ids.
+    Runs without the tag, and runs of another host (whose processes cannot be seen), are left alone."""
+    if not enabled():
+        return []
+    from bertops.lifeline import identity, is_alive
+
+    mlflow = configure()
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(os.environ.get("BERTOPS_EXPERIMENT", EXPERIMENT))
+    if experiment is None:
+        return []
+    ended = []
+    for run in client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                  max_results=1000):
+        owner = run.data.tags.get(PROCESS_TAG)
+        if owner and is_alive(owner) is False:
+            client.set_tag(run.info.run_id, "bertops.ended_by", f"{identity()}: its process {owner} is gone")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            ended.append(run.info.run_id)
+    if ended:
+        log.warning("MLflow: marked KILLED %d run(s) left RUNNING by a killed process: %s", len(ended),
+                    ", ".join(ended))
+    return ended
+
+
 @contextmanager
 def stage_run(stage: str, params: dict | None = None) -> Iterator[Any]:
     """Open the MLflow run for one stage; yields the run, or None when tracking is off."""
@@ -51,8 +94,9 @@ def stage_run(stage: str, params: dict | None = None) -> Iterator[Any]:
         yield None
         return
     mlflow = configure()
+    end_orphaned_runs()
     parent = os.environ.get("BERTOPS_PARENT_RUN_ID")
-    tags = {"bertops.stage": stage}
+    tags = {"bertops.stage": stage, **process_tags()}
     if os.environ.get("BERTOPS_PIPELINE_RUN"):
         tags["bertops.pipeline_run"] = os.environ["BERTOPS_PIPELINE_RUN"]
     with mlflow.start_run(run_name=stage, parent_run_id=parent, nested=parent is not None, tags=tags) as run:
