@@ -55,8 +55,12 @@ def _cmd_stage(args) -> int:
     from bertops.lifeline import watch_orchestrator
 
     watch_orchestrator()  # under `bertops run`: stop (checkpointing) if the orchestrator dies
+    from bertops.stages import headline
+
+    params = _load(args)
     module = importlib.import_module(f"bertops.stages.{args.name}")
-    result = module.main(_load(args))
+    result = module.main(params)
+    headline.write(args.name, params)  # metrics/NAME.json, what `dvc exp show` / `dvc metrics diff` compare
     print(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -3,7 +3,9 @@
 Each front door runs in its own copy of the project (own git repo, DVC cache and MLflow store).
 Checked: both register a champion and agree on every deterministic output; a second run does
 nothing; a worse model is not promoted; bad data stops the flow with nothing trained or
-registered; the served champion answers for every task type.
+registered; the served champion answers for every task type; every `finetune.mode` runs through
+`dvc exp run` (only finetune onward reruns) and registers a model that answers every task;
+`dvc exp show` / `dvc metrics diff` compare the headline metrics of the run and the experiments.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from tests.helpers import copy_repo_files, free_port, git_commit_all, project_en
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
+HEADLINE_FILES = [f"metrics/{stage}.json" for stage in ("validate", "tokenize", "pretrain", "finetune", "evaluate")]
+TASKS = ["sentiment", "topic", "wic", "code-entities", "define-qa"]
 TINY = {
     "data.corpus_sources": ["speeches", "rotten-tomatoes-plots"],  # tokenize a fifth of the corpus
     "tokenizer.vocab_size": 1000,
@@ -52,7 +56,8 @@ _env = project_env
 def _run(cmd: list[str], project: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=project, env=_env(project), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
 
 
@@ -98,8 +103,9 @@ def test_both_front_doors_register_a_champion_and_agree(projects):
         assert champion.tags["bertops.validation"] == "passed"
     # Same code, data, params and seed: same tokenizer, pretraining data and evaluation.
     locks = [yaml.safe_load((p / "dvc.lock").read_text())["stages"] for p in projects]
-    def data_outs(stage):  # stats.json carries timings; everything else is deterministic
-        return [[o for o in lock[stage]["outs"] if not o["path"].endswith("stats.json")] for lock in locks]
+    def data_outs(stage):  # stats.json and the tokenize headline carry timings; the rest is deterministic
+        timed = ("stats.json", "metrics/tokenize.json")
+        return [[o for o in lock[stage]["outs"] if not o["path"].endswith(timed)] for lock in locks]
 
     for stage in ("validate", "tokenize"):
         first, second = data_outs(stage)
@@ -134,9 +140,31 @@ def test_dvc_plots_and_metrics_show_the_run(projects):
     assert {"pipeline", "majority"} <= {row["model"] for row in scores}
     metrics = json.loads(_run([venv_bin("dvc"), "metrics", "show", "--json"], dvc_proj).stdout)
     files = next(iter(metrics.values()))["data"]
-    written = json.loads((dvc_proj / "artifacts/finetune/metrics.json").read_text())
-    assert files["artifacts/finetune/metrics.json"]["data"]["score"] == written["score"]
-    assert "mlm_accuracy" in files["artifacts/pretrain/metrics.json"]["data"]
+    # headline numbers only (bertops.stages.headline); the detail files are plain outputs
+    assert set(files) == set(HEADLINE_FILES)
+    finetune = json.loads((dvc_proj / "artifacts/finetune/metrics.json").read_text())
+    assert files["metrics/finetune.json"]["data"]["gate_score"] == round(finetune["gate"]["score"], 4)
+    pretrain = json.loads((dvc_proj / "artifacts/pretrain/metrics.json").read_text())
+    assert files["metrics/pretrain.json"]["data"]["mlm_accuracy"] == round(pretrain["mlm_accuracy"], 4)
+    validate = files["metrics/validate.json"]["data"]
+    assert validate == {"success": 1, "files": 20, "files_failed": 0, "failures": 0, "records": validate["records"]}
+
+
+ROWS = [["sentiment", "A warm, funny and clever film.", None],
+        ["topic", "Shares fell sharply as the bank reported a loss.", None],
+        ["wic", "He sat on the bank of the river.", "She works at the bank."],
+        ["code-entities", "Call the save method on a Model instance .", None],
+        ["define-qa", "Which word means: a domesticated carnivorous mammal?", "The dog barked all night."]]
+
+
+def _check_predictions(rows: list[list], preds: list[dict]) -> None:
+    """One answer per row, of its task's form."""
+    assert [p["task"] for p in preds] == [r[0] for r in rows]
+    assert preds[0]["prediction"] in {"rotten", "fresh"}
+    assert preds[1]["prediction"] in {"business", "entertainment", "politics", "sport", "tech"}
+    assert preds[2]["prediction"] in {"True", "False", "true", "false"}
+    assert len(preds[3]["prediction"].split()) == len(rows[3][1].split())
+    assert preds[4]["prediction"] in rows[4][2]
 
 
 def test_served_champion_answers_every_task_type(projects):
@@ -146,11 +174,7 @@ def test_served_champion_answers_every_task_type(projects):
                               env=_env(dvc_proj), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", timeout=120, proc=server)
-        rows = [["sentiment", "A warm, funny and clever film.", None],
-                ["topic", "Shares fell sharply as the bank reported a loss.", None],
-                ["wic", "He sat on the bank of the river.", "She works at the bank."],
-                ["code-entities", "Call the save method on a Model instance .", None],
-                ["define-qa", "Which word means: a domesticated carnivorous mammal?", "The dog barked all night."]]
+        rows = ROWS
         body = json.dumps({"dataframe_split": {"columns": ["task", "text", "text_pair"], "data": rows}}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                      headers={"Content-Type": "application/json"})
@@ -159,12 +183,7 @@ def test_served_champion_answers_every_task_type(projects):
     finally:
         server.terminate()
         server.wait(timeout=30)
-    assert [p["task"] for p in preds] == [r[0] for r in rows]
-    assert preds[0]["prediction"] in {"rotten", "fresh"}
-    assert preds[1]["prediction"] in {"business", "entertainment", "politics", "sport", "tech"}
-    assert preds[2]["prediction"] in {"True", "False", "true", "false"}
-    assert len(preds[3]["prediction"].split()) == len(rows[3][1].split())
-    assert preds[4]["prediction"] in rows[4][2]
+    _check_predictions(rows, preds)
 
 
 def test_gate_refuses_a_model_that_does_not_beat_the_champion(projects):
@@ -180,6 +199,112 @@ def test_gate_refuses_a_model_that_does_not_beat_the_champion(projects):
     assert str(client.get_model_version_by_alias("bertops", "champion").version) == "1"
     assert "does not beat champion" in client.get_model_version("bertops", result["version"]).tags[
         "bertops.gate_reason"]
+
+
+@pytest.fixture(scope="module")
+def mode_runs(projects):
+    """The dvc project's run committed as a user would (dvc.lock, params.yaml and the git-tracked
+    metrics/), then one `dvc exp run -S finetune.mode=...` per other mode (the run above used the
+    default, finetune). What each run left is recorded before the next one overwrites it."""
+    dvc_proj, _ = projects
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    _run(git + ["add", "dvc.lock", "params.yaml", "metrics"], dvc_proj)
+    _run(git + ["commit", "-qm", "pipeline run"], dvc_proj)
+
+    from bertops.model.multitask import CONFIG_NAME
+
+    def snapshot(stdout: str) -> dict:
+        model = dvc_proj / "artifacts/finetune/model"
+        return {"stdout": stdout, "model_files": sorted(p.name for p in model.iterdir()),
+                "metrics": json.loads((dvc_proj / "artifacts/finetune/metrics.json").read_text()),
+                "headline": json.loads((dvc_proj / "metrics/finetune.json").read_text()),
+                "evaluate": json.loads((dvc_proj / "artifacts/evaluate/metrics.json").read_text()),
+                "register": json.loads((dvc_proj / "artifacts/register/result.json").read_text()),
+                "config": {t: json.loads((model / (t if (model / t).is_dir() else "") / CONFIG_NAME).read_text())
+                           for t in TASKS}}
+
+    runs = {"finetune": snapshot("")}
+    for mode in ("feature_extraction", "single_task"):
+        runs[mode] = snapshot(_run([venv_bin("dvc"), "exp", "run", "-S", f"finetune.mode={mode}"], dvc_proj).stdout)
+    return runs
+
+
+def test_every_finetune_mode_runs_through_dvc_and_registers_a_model_for_every_task(projects, mode_runs):
+    import mlflow
+    import pandas as pd
+
+    dvc_proj, _ = projects
+    for mode in ("feature_extraction", "single_task"):
+        out = mode_runs[mode]["stdout"]
+        assert "Running stage 'finetune'" in out and "Running stage 'register'" in out, mode
+        assert not any(f"Running stage '{s}'" in out for s in ("validate", "tokenize", "pretrain")), mode
+    versions = set()
+    for mode, run in mode_runs.items():
+        assert run["metrics"]["mode"] == mode and set(run["metrics"]["tasks"]) == set(TASKS)
+        assert set(run["metrics"]["gate"]["tasks"]) == set(TASKS)
+        assert run["evaluate"]["n_examples"] == {t: 16 for t in TASKS}  # the test split was scored
+        configs = run["config"]
+        if mode == "single_task":  # one model per task under finetune/model, and the manifest
+            assert run["model_files"] == sorted(TASKS + ["single_task.json"])
+            assert all([s["name"] for s in configs[t]["tasks"]] == [t] for t in TASKS)
+        else:
+            assert "model.safetensors" in run["model_files"]
+            assert all([s["name"] for s in configs[t]["tasks"]] == TASKS for t in TASKS)
+        assert all(c["freeze_encoder"] == (mode == "feature_extraction") for c in configs.values())
+        # the registered version serves every task (in single_task mode each row goes to its task's model)
+        version = run["register"]["version"]
+        versions.add(version)
+        previous_uri = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(f"sqlite:///{dvc_proj / 'mlflow.db'}")
+        try:
+            model = mlflow.pyfunc.load_model(f"models:/bertops/{version}")
+        finally:
+            mlflow.set_tracking_uri(previous_uri)
+        preds = model.predict(pd.DataFrame(ROWS, columns=["task", "text", "text_pair"])).to_dict(orient="records")
+        _check_predictions(ROWS, preds)
+    assert len(versions) == 3
+
+
+def _headline_rows(show: list[dict]) -> dict[str, dict]:
+    """`dvc exp show --json` -> {finetune.mode of the commit or experiment: {metrics file: data}}."""
+    rows = {}
+    for commit in show:
+        if commit["rev"] == "workspace":
+            continue
+        for rev in [commit] + [exp["revs"][0] for exp in commit.get("experiments") or []]:
+            mode = rev["data"]["params"]["params.yaml"]["data"]["finetune"]["mode"]
+            assert mode not in rows, mode
+            rows[mode] = {f: m["data"] for f, m in rev["data"]["metrics"].items()}
+    return rows
+
+
+def test_dvc_exp_show_and_metrics_diff_compare_headline_metrics(projects, mode_runs):
+    dvc_proj, _ = projects
+    rows = _headline_rows(json.loads(_run([venv_bin("dvc"), "exp", "show", "--json"], dvc_proj).stdout))
+    # the committed run and both experiments, each with real numbers (`dvc exp show` printed `!`)
+    assert set(rows) == {"finetune", "feature_extraction", "single_task"}
+    numbers = {"metrics/validate.json": ["success", "failures", "records"],
+               "metrics/tokenize.json": ["tokens", "tokens_per_s"],
+               "metrics/pretrain.json": ["mlm_accuracy", "nsp_accuracy", "train_tokens_per_s"],
+               "metrics/finetune.json": ["gate_score", "selection_score"],
+               "metrics/evaluate.json": ["test_score", "majority_test_score"]}
+    for mode, files in rows.items():
+        assert set(files) == set(HEADLINE_FILES), mode  # the detail files are not metrics
+        for file, keys in numbers.items():
+            for key in keys:
+                value = files[file][key]
+                assert isinstance(value, (int, float)) and not isinstance(value, bool), (mode, file, key, value)
+        assert files["metrics/finetune.json"] == mode_runs[mode]["headline"], mode  # its own run's numbers
+    assert rows["single_task"]["metrics/pretrain.json"] == rows["finetune"]["metrics/pretrain.json"]
+    # the workspace holds the last experiment (single_task): against the commit, fine-tuning changed
+    diff = json.loads(_run([venv_bin("dvc"), "metrics", "diff", "--json"], dvc_proj).stdout)
+    assert diff.get("metrics/finetune.json"), diff
+    assert "metrics/pretrain.json" not in diff
+    committed, last = mode_runs["finetune"]["headline"], mode_runs["single_task"]["headline"]
+    for key, change in diff["metrics/finetune.json"].items():
+        group, _, task = key.partition(".")
+        assert (change["old"], change["new"]) == ((committed[group][task], last[group][task]) if task
+                                                  else (committed[key], last[key]))
 
 
 def test_bad_data_stops_the_flow_before_training_and_registers_nothing(projects):

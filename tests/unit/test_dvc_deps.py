@@ -1,10 +1,11 @@
 """dvc.yaml's code dependencies cannot drift from the code: each stage's `deps` must cover every
 bertops source file its command imports, so changing any of them reruns the stage.
 
-A stage's command is `bertops stage NAME`. What runs: src/bertops/cli.py (and what it imports at
-module level; its function-level imports serve the other commands), bertops.config (parameters
-are loaded through it) and bertops.stages.NAME with everything it imports, function-level
-imports included, transitively. A dep covers a file when it is that file or a directory above it.
+A stage's command is `bertops stage NAME`. What runs: src/bertops/cli.py (what it imports at
+module level and in the functions of the `stage` command; its other functions serve the other
+commands), bertops.config (parameters are loaded through it) and bertops.stages.NAME with
+everything it imports, function-level imports included, transitively. A dep covers a file when
+it is that file or a directory above it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
+# what `bertops stage NAME` runs in cli.py (besides its module-level code)
+CLI_STAGE_FUNCTIONS = frozenset({"main", "_cmd_stage", "_load"})
 
 
 def module_file(name: str) -> Path | None:
@@ -29,11 +32,16 @@ def module_file(name: str) -> Path | None:
     return None
 
 
-def imported_names(path: Path, module: str, top_level_only: bool = False) -> set[str]:
-    """Dotted names a module imports (`from a import b` gives `a` and `a.b`), relative ones resolved."""
+def imported_names(path: Path, module: str, only_functions: frozenset[str] | None = None) -> set[str]:
+    """Dotted names a module imports (`from a import b` gives `a` and `a.b`), relative ones resolved.
+    With only_functions: its module-level imports and those inside the functions named."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    nodes = tree.body if top_level_only else ast.walk(tree)
+    if only_functions is None:
+        nodes = list(ast.walk(tree))
+    else:
+        nodes = list(tree.body) + [n for top in tree.body if isinstance(top, ast.FunctionDef)
+                                   and top.name in only_functions for n in ast.walk(top)]
     names: set[str] = set()
     for node in nodes:
         if isinstance(node, ast.Import):
@@ -56,7 +64,7 @@ def _with_parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
-def transitive_files(roots: list[str], top_level_only: frozenset[str] = frozenset()) -> set[Path]:
+def transitive_files(roots: list[str], only_functions: dict[str, frozenset[str]] | None = None) -> set[Path]:
     """Source files of `roots` and of every bertops module they import, transitively."""
     seen: set[str] = set()
     files: set[Path] = set()
@@ -70,7 +78,7 @@ def transitive_files(roots: list[str], top_level_only: frozenset[str] = frozense
         if path is None:
             continue
         files.add(path)
-        for imported in imported_names(path, name, top_level_only=name in top_level_only):
+        for imported in imported_names(path, name, (only_functions or {}).get(name)):
             todo.extend(_with_parents(imported))
     return {f for f in files if not _inert_init(f)}
 
@@ -95,7 +103,7 @@ def stage_code_files(stage: str, cmd: str) -> set[str]:
         f"stage {stage!r}: cmd {cmd!r} is not `bertops stage NAME`; teach this test what it runs")
     roots = ["bertops.cli", "bertops.config", f"bertops.stages.{words[2]}"]
     assert module_file(roots[-1]) is not None, f"stage {stage!r}: no module {roots[-1]}"
-    files = transitive_files(roots, top_level_only=frozenset({"bertops.cli"}))
+    files = transitive_files(roots, only_functions={"bertops.cli": CLI_STAGE_FUNCTIONS})
     return {f.relative_to(REPO).as_posix() for f in files}
 
 

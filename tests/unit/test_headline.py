@@ -1,0 +1,78 @@
+"""Headline metrics (metrics/<stage>.json): a few numbers per stage, taken from the stage's detail."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from bertops.config import load_params
+from bertops.errors import BertopsError
+from bertops.stages import headline
+from tests.unit.test_dvc_deps import REPO
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+@pytest.fixture
+def params(tmp_path):
+    return load_params(REPO / "params.yaml", {
+        "validate.out_dir": str(tmp_path / "validation"),
+        "pretraining_data.stats_path": str(tmp_path / "tokenize/stats.json"),
+        "pretrain.out_dir": str(tmp_path / "pretrain"),
+        "finetune.out_dir": str(tmp_path / "finetune"),
+        "evaluate.out_dir": str(tmp_path / "evaluate"),
+    })
+
+
+def test_each_stage_headline_is_a_few_numbers_from_its_detail(tmp_path, params):
+    # the validation summary has a counter per file and rule: none of them is a headline
+    _write(tmp_path / "validation/summary.json", {
+        "success": True, "files": 20, "files_failed": 0, "records": 37503, "failures": 0,
+        "rules": {f"rule{i}": {"failed": 0} for i in range(50)},
+        "per_file": {f"f{i}": {"records": 10, "failures": 0} for i in range(20)}})
+    _write(tmp_path / "tokenize/stats.json", {
+        "vocab_size": 1000, "splits": {"train": {"examples": 70}, "validation": {"examples": 5}},
+        "total": {"tokens": 9000}, "tokens_per_s": 123456.7, "fingerprint": "abc"})
+    _write(tmp_path / "pretrain/metrics.json", {
+        "mlm_accuracy": 0.123456, "nsp_accuracy": 0.61, "mlm_loss": 6.4, "global_step": 12,
+        "baseline_mlm_most_frequent_token_accuracy": 0.03, "train_tokens_per_s": 11712.4, "mfu": None,
+        "info": {"flop_convention": "a string"}})
+    _write(tmp_path / "finetune/metrics.json", {
+        "score": 0.5, "gate": {"score": 0.25, "tasks": {"a": {"score": 0.5, "f1": 0.1}, "b": {"score": 0.0}}},
+        "steps": 20, "history": [{"epoch": 0}], "tasks": {"a": {"score": 0.5}}})
+    _write(tmp_path / "evaluate/metrics.json", {
+        "mean_score": 0.3, "pipeline": {"a": {"score": {"mean": 0.4}}, "b": {"score": {"mean": 0.2}},
+                                        "mean_score": {"mean": 0.3}},
+        "majority": {"mean_score": {"mean": 0.1}}, "verdict": {}, "split": "test"})
+    written = {stage: headline.write(stage, params, root=tmp_path) for stage in headline.HEADLINES}
+    read = {stage: json.loads(path.read_text()) for stage, path in written.items()}
+    assert read["validate"] == {"success": 1, "files": 20, "files_failed": 0, "records": 37503, "failures": 0}
+    assert read["tokenize"] == {"vocab_size": 1000, "train_examples": 70, "validation_examples": 5,
+                                "tokens": 9000, "tokens_per_s": 123457}
+    assert read["pretrain"] == {"mlm_accuracy": 0.1235, "nsp_accuracy": 0.61, "mlm_loss": 6.4, "global_step": 12,
+                                "baseline_mlm_most_frequent_token_accuracy": 0.03, "train_tokens_per_s": 11712}
+    assert read["finetune"] == {"gate_score": 0.25, "selection_score": 0.5, "gate": {"a": 0.5, "b": 0.0},
+                                "steps": 20}
+    assert read["evaluate"] == {"test_score": 0.3, "test": {"a": 0.4, "b": 0.2}, "majority_test_score": 0.1}
+    assert written["finetune"] == tmp_path / "metrics/finetune.json"
+    assert headline.write("register", params, root=tmp_path) is None
+
+
+def test_a_missing_detail_file_is_named(tmp_path, params):
+    with pytest.raises(BertopsError, match="finetune/metrics.json"):
+        headline.write("finetune", params, root=tmp_path)
+
+
+def test_dvc_yaml_declares_exactly_the_headline_files_as_metrics():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    declared = {name: [next(iter(m)) if isinstance(m, dict) else m for m in spec.get("metrics", [])]
+                for name, spec in stages.items()}
+    assert declared == {name: ([f"metrics/{name}.json"] if name in headline.HEADLINES else [])
+                        for name in stages}
+    for name in headline.HEADLINES:  # kept out of the DVC cache: git tracks them
+        assert stages[name]["metrics"] == [{f"metrics/{name}.json": {"cache": False}}]
