@@ -60,7 +60,8 @@ def _cmd_stage(args) -> int:
     params = _load(args)
     module = importlib.import_module(f"bertops.stages.{args.name}")
     result = module.main(params)
-    headline.write(args.name, params)  # metrics/NAME.json, what `dvc exp show` / `dvc metrics diff` compare
+    # metrics/NAME.json next to the params file (the project root), what `dvc exp show` compares
+    headline.write(args.name, params, root=Path(args.params).parent)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -76,3 +76,22 @@ def test_dvc_yaml_declares_exactly_the_headline_files_as_metrics():
                         for name in stages}
     for name in headline.HEADLINES:  # kept out of the DVC cache: git tracks them
         assert stages[name]["metrics"] == [{f"metrics/{name}.json": {"cache": False}}]
+
+
+def test_bertops_stage_writes_the_headline_next_to_its_params_file(tmp_path, monkeypatch):
+    # the project root, whatever the working directory (a test's or a user's)
+    import types
+
+    from bertops import cli
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    summary = {"success": True, "files": 1, "files_failed": 0, "records": 3, "failures": 0}
+    stage = types.SimpleNamespace(main=lambda params: _write(project / "out/summary.json", summary) or {})
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: stage)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["stage", "validate", "--params", str(project / "params.yaml"),
+                     "-S", f"validate.out_dir={project / 'out'}"]) == 0
+    assert json.loads((project / "metrics/validate.json").read_text()) == {**summary, "success": 1}
+    assert not (tmp_path / "metrics").exists()
