@@ -1,19 +1,23 @@
 """The MLflow model as `register` logs it (model from code, `code_paths` = the multitask package
 directory), saved with MLflow and loaded by MLflow in a process where bertops cannot be imported:
-it must answer for every task type exactly as the model does in-process."""
+it must answer for every task type exactly as the model does in-process one row at a time, while
+running the request in batches (one encoder pass per batch of a task's features, not per row)."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from bertops.config import TaskParams
 from bertops.data.tasks import TaskSpec
-from bertops.model.multitask import MultiTaskModel
+from bertops.model.multitask import DEFAULT_BATCH_SIZE, MultiTaskModel
 from tests.helpers import write_tiny_encoder
+from tests.unit.test_batched_predict import mixed_request
 
 TASKS = {  # "sentiment": the name register's input example uses
     "sentiment": TaskParams(type="sequence_classification", path="x", text_fields=["text"], labels=["neg", "pos"]),
@@ -27,6 +31,22 @@ ROWS = [
     {"task": "ner", "text": "use QuerySet here", "text_pair": None},
     {"task": "qa", "text": "who did?", "text_pair": "Ann did it, on a Tuesday, with a hammer."},
 ]
+# then 60 rows of the four tasks interleaved, of varied lengths (QA contexts of several windows)
+NAMES = {"sent": "sentiment", "pair": "wic", "ner": "ner", "qa": "qa"}
+ROWS += [{"task": NAMES[r["task"]], "text": r["text"],
+          "text_pair": r["text_pair"] if isinstance(r["text_pair"], str) else None}
+         for r in mixed_request(60, seed=11)]
+
+
+def _encoder_passes(model: MultiTaskModel, rows: list[dict]) -> int:
+    """sum over tasks of ceil(features / DEFAULT_BATCH_SIZE): what a batched request costs."""
+    total = 0
+    for task, spec in model.tasks.items():
+        inputs = [(r["text"], r["text_pair"]) if spec.task_type.pair_input else r["text"]
+                  for r in rows if r["task"] == task]
+        inputs = [spec.task_type.normalize_input(spec, x) for x in inputs]
+        total += math.ceil(len(spec.task_type.encode(model.tokenizer, spec, inputs)) / DEFAULT_BATCH_SIZE)
+    return total
 
 
 @pytest.mark.slow
@@ -37,9 +57,17 @@ def test_saved_mlflow_model_serves_every_task_type_without_bertops(tmp_path):
     from bertops.stages.register import multitask_model_kwargs
 
     encoder = write_tiny_encoder(tmp_path / "encoder", max_position_embeddings=64)
-    model = MultiTaskModel.build(encoder, [TaskSpec.from_params(n, tp) for n, tp in TASKS.items()])
+    torch.manual_seed(2)  # a seed under which every task gives more than one answer
+    model = MultiTaskModel.build(encoder, [TaskSpec.from_params(n, tp) for n, tp in TASKS.items()]).eval()
+    with torch.no_grad():  # answers that differ between rows (see test_batched_predict.build)
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                module.weight.normal_(0.0, 0.4)
     model.save_pretrained(tmp_path / "model")
-    expected = [model.predict_one(r["task"], r["text"], r["text_pair"]) for r in ROWS]
+    expected = [model.predict_one(r["task"], r["text"], r["text_pair"]) for r in ROWS]  # row by row
+    assert all(len({e["prediction"] for e, r in zip(expected, ROWS) if r["task"] == t}) > 1 for t in TASKS)
+    passes = _encoder_passes(model, ROWS)
+    assert passes < len(ROWS) / 4
 
     mlflow.pyfunc.save_model(path=str(tmp_path / "mlmodel"), **multitask_model_kwargs(tmp_path / "model"))
     code = sorted(p.relative_to(tmp_path / "mlmodel" / "code").as_posix()
@@ -52,12 +80,17 @@ import pandas as pd
 sys.modules["bertops"] = None  # the served model must not need bertops
 import mlflow
 m = mlflow.pyfunc.load_model({str(tmp_path / "mlmodel")!r})
+passes = []
+for model in {{id(x): x for x in m.unwrap_python_model().models.values()}}.values():
+    model.encoder.register_forward_hook(lambda *args: passes.append(1))
 out = m.predict(pd.DataFrame({ROWS!r}))
 assert not [k for k, v in sys.modules.items() if k.startswith("bertops") and v is not None]
-print(json.dumps(out[["task", "prediction", "score"]].to_dict(orient="records")))
+print(json.dumps({{"passes": len(passes), "out": out[["task", "prediction", "score"]].to_dict(orient="records")}}))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    got = result["out"]
     assert [(g["task"], g["prediction"]) for g in got] == [(r["task"], e["prediction"]) for r, e in zip(ROWS, expected)]
-    assert [g["score"] for g in got] == pytest.approx([e["score"] for e in expected], abs=1e-5)
+    assert [g["score"] for g in got] == pytest.approx([e["score"] for e in expected], rel=1e-5, abs=1e-5)
+    assert result["passes"] == passes  # batched: not len(ROWS) passes

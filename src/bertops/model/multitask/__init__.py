@@ -16,7 +16,8 @@ validation reuse it (via bertops.data.tasks).
 - task_types/: one module per kind of task (features, head, loss, decoding, metric, baseline,
   record rules) and the registry `TASK_TYPES` / `get_task_type`;
 - features.py: records -> inputs -> features, dispatched on the task type;
-- model.py: the encoder + heads `MultiTaskModel`, `collate`.
+- model.py: the encoder + heads `MultiTaskModel`, `collate`;
+- serving.py: `predict_rows`, a request of rows of mixed tasks predicted in batches (MLflow pyfunc).
 
 The model part imports torch; it is loaded on first use of its names, so importing the spec
 and the registry (as bertops.config does) stays cheap.
@@ -25,6 +26,7 @@ and the registry (as bertops.config does) stays cheap.
 from __future__ import annotations
 
 from .features import encode, encode_records, gold_label, normalize_input, record_input
+from .serving import DEFAULT_BATCH_SIZE, predict_rows
 from .spec import IGNORE_INDEX, TaskSpec, label_str
 from .task_types import TASK_TYPES, TaskType, get_task_type, register_task_type
 
@@ -40,5 +42,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["IGNORE_INDEX", "TASK_TYPES", "TaskSpec", "TaskType", "encode", "encode_records", "get_task_type",
-           "gold_label", "label_str", "normalize_input", "record_input", "register_task_type", *_MODEL_NAMES]
+__all__ = ["DEFAULT_BATCH_SIZE", "IGNORE_INDEX", "TASK_TYPES", "TaskSpec", "TaskType", "encode", "encode_records",
+           "get_task_type", "gold_label", "label_str", "normalize_input", "predict_rows", "record_input",
+           "register_task_type", *_MODEL_NAMES]

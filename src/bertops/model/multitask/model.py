@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .features import encode, normalize_input
+from .serving import DEFAULT_BATCH_SIZE, predict_rows
 from .spec import IGNORE_INDEX, BertopsError, TaskSpec
 from .task_types import get_task_type
 
@@ -153,22 +154,29 @@ class MultiTaskModel(nn.Module):
 
     @torch.no_grad()
     def logits(self, task: str, features: Sequence[dict], batch_size: int = 64) -> list[torch.Tensor]:
-        """Per-feature logits, trimmed to each feature's own length (float32, CPU)."""
+        """Per-feature logits in the order of `features`, trimmed to each feature's own length
+        (float32, CPU).
+
+        ceil(len(features) / batch_size) forward passes. Features are batched longest first, so
+        a batch holds features of similar length and pads little; padding is masked
+        (attention_mask), so a feature's logits do not depend on its batch beyond float rounding.
+        """
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        out: list[torch.Tensor] = []
+        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))  # stable
+        out: list[torch.Tensor | None] = [None] * len(features)
         try:
-            for i in range(0, len(features), batch_size):
-                chunk = features[i:i + batch_size]
-                b = self.collate(chunk)
+            for start in range(0, len(order), batch_size):
+                index = order[start:start + batch_size]
+                b = self.collate([features[i] for i in index])
                 logits = self(task, **{k: b[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")})
                 logits = logits.float().cpu()
-                for j, f in enumerate(chunk):
-                    out.append(logits[j] if logits.dim() == 2 else logits[j, :len(f["input_ids"])])
+                for j, i in enumerate(index):
+                    out[i] = logits[j] if logits.dim() == 2 else logits[j, :len(features[i]["input_ids"])]
         finally:
             self.train(was_training)
-        return out
+        return out  # type: ignore[return-value]
 
     def decode(self, task: str, inputs: Sequence[Any], features: Sequence[dict],
                logits: Sequence[torch.Tensor]) -> list[dict]:
@@ -211,6 +219,11 @@ class MultiTaskModel(nn.Module):
             raise BertopsError(f"task {task!r} ({spec.type}) needs text_pair")
         out = self.predict(task, [(text, text_pair) if task_type.pair_input else text])[0]
         return task_type.flat(out)
+
+    def predict_rows(self, rows: Sequence[dict], batch_size: int = DEFAULT_BATCH_SIZE) -> list[dict]:
+        """`predict_one` for every row of a request ({"task", "text", "text_pair"}), batched:
+        rows grouped by task, each task's features run in batches (`serving.predict_rows`)."""
+        return predict_rows({t: self for t in self.tasks}, rows, batch_size)
 
     # -- save / load -----------------------------------------------------------------------------
 
