@@ -1,13 +1,15 @@
 """MLflow "model from code" for the fine-tuned multi-task model.
 
-Logged with `mlflow.pyfunc.log_model(python_model=<this file>, code_paths=[multitask.py])`, so the
+Logged with `mlflow.pyfunc.log_model(python_model=<this file>, code_paths=[<the multitask package
+directory>])` (bertops.stages.register.multitask_model_kwargs), so the
 registered model holds source code and safetensors weights, never a pickle, and loads without
 bertops installed: `mlflow.pyfunc.load_model("models:/bertops@champion")`.
 
 Input: a DataFrame with columns `task` and `text`, plus `text_pair` (second sentence for pair
 tasks, the context for QA, where `text` is the question). For token classification `text` is the
-sentence; it is split on whitespace into words. Output: a DataFrame with one row per input:
-`task`, `prediction` (label, space-joined BIO tags, or answer text) and `score`.
+sentence; it is split on whitespace into words. Output: a DataFrame with one row per input, in
+input order: `task`, `prediction` (label, space-joined BIO tags, or answer text) and `score`.
+Rows are predicted in batches (multitask.serving.predict_rows), not one forward pass per row.
 
 The model dir is one multi-task model, or (finetune.mode single_task) one model per task under
 it with a manifest naming each task's sub-directory: each row goes to its task's model.
@@ -22,9 +24,9 @@ import mlflow
 import pandas as pd
 
 try:  # inside the project
-    from bertops.model.multitask import MultiTaskModel
-except ImportError:  # inside a logged model: code_paths puts multitask.py on sys.path
-    from multitask import MultiTaskModel
+    from bertops.model.multitask import DEFAULT_BATCH_SIZE, MultiTaskModel, predict_rows
+except ImportError:  # inside a logged model: code_paths puts the multitask package on sys.path
+    from multitask import DEFAULT_BATCH_SIZE, MultiTaskModel, predict_rows
 
 
 # written by bertops.train.finetune in single_task mode: {"models": {task: sub-directory}}
@@ -52,14 +54,13 @@ class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
         return self.models[task]
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        rows = []
-        for rec in model_input.to_dict(orient="records"):
-            task = rec["task"]
-            pair = rec.get("text_pair")
-            pair = None if pair is None or (isinstance(pair, float) and pair != pair) else pair
-            out = self._model(task).predict_one(task, rec["text"], pair)
-            rows.append({"task": task, "prediction": out["prediction"], "score": float(out["score"]),
-                         "detail": json.dumps(out, default=str)})
+        # batched: rows grouped by task, DEFAULT_BATCH_SIZE features per forward pass, row order kept
+        records = model_input.to_dict(orient="records")
+        for rec in records:
+            self._model(rec.get("task"))  # an unknown task is refused before any forward pass
+        outs = predict_rows(self.models, records, DEFAULT_BATCH_SIZE)
+        rows = [{"task": rec["task"], "prediction": out["prediction"], "score": float(out["score"]),
+                 "detail": json.dumps(out, default=str)} for rec, out in zip(records, outs)]
         return pd.DataFrame(rows, columns=["task", "prediction", "score", "detail"])
 
 
