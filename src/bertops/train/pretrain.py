@@ -170,11 +170,13 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
     with sigterm_exits_nonzero():
         metrics = evaluate_pretraining(evaluator, module, datamodule, dataset)
     # Throughput: median over the logging windows, the first (warm-up, compilation) left out.
+    # train_tokens_per_s counts padded positions (the work done); train_nonpad_tokens_per_s real tokens.
     windows = module.perf_history[1:] or module.perf_history
     perf = {k: float(np.median([w[f"perf/{k}"] for w in windows])) if windows else None
-            for k in ("tokens_per_s", "mfu", "mfu_stock_flops")}
+            for k in ("tokens_per_s", "nonpad_tokens_per_s", "mfu", "mfu_stock_flops")}
     metrics.update({"global_step": int(trainer.global_step), "resumed_from_step": started_step,
                     "train_seconds": round(train_seconds, 2), "train_tokens_per_s": perf["tokens_per_s"],
+                    "train_nonpad_tokens_per_s": perf["nonpad_tokens_per_s"],
                     "mfu": perf["mfu"], "mfu_stock_flops": perf["mfu_stock_flops"]})
     info = {"preset": params.model.preset, "num_parameters": sum(x.numel() for x in module.model.parameters()),
             "precision": precision, "flop_convention": FLOP_CONVENTION,
