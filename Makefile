@@ -10,7 +10,7 @@ export DO_NOT_TRACK=true PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_T
 export DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-# dvc.yaml runs `bertops stage ...`: the venv's commands come first.
+# dvc.yaml runs `python -m bertops.stages ...`: the venv's python (and commands) come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install system-deps run test lint data ui bench lock clean

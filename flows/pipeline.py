@@ -57,8 +57,9 @@ def apply_overrides(root: Path, overrides: dict[str, Any]) -> None:
     from ruamel.yaml import YAML
 
     from bertops.config import Params, apply_override, load_params_dict
+    from bertops.config_tasks import check_tasks
 
-    Params.model_validate(load_params_dict(root / "params.yaml", overrides))  # fail before writing
+    check_tasks(Params.model_validate(load_params_dict(root / "params.yaml", overrides)))  # fail before writing
     yaml = YAML()
     yaml.preserve_quotes = True
     path = root / "params.yaml"
@@ -137,7 +138,7 @@ def _lock_blocker(code: int, lines: list[str]) -> str | None:
 
 
 def _run_dvc_once(stage: str, root: str, env: dict[str, str], log, grace_seconds: float) -> tuple[int, list[str]]:
-    # The venv's bin first, so dvc.yaml's `bertops stage ...` commands resolve to this install.
+    # The venv's bin first, so dvc.yaml's `python -m bertops.stages ...` commands run this install.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     proc = subprocess.Popen([_dvc(), "repro", "--single-item", stage], cwd=root,
                             env={**os.environ, **env, "PATH": path}, stdout=subprocess.PIPE,

@@ -2,7 +2,7 @@
 so `bertops --help` stays instant.
 
     bertops data fetch                 build data/ from the pinned real sources
-    bertops stage NAME [-S key=value]  run one pipeline stage (what dvc.yaml calls)
+    bertops stage NAME [-S key=value]  run one pipeline stage (= python -m bertops.stages NAME, what dvc.yaml calls)
     bertops predict MODEL_DIR TASK ... print predictions of a fine-tuned model
     bertops run                        run the whole pipeline as a Prefect flow
     bertops serve [--model-uri URI]    serve the registered champion over HTTP (MLflow scoring server)
@@ -11,30 +11,19 @@ so `bertops --help` stays instant.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import shutil
 import sys
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
 from bertops.env import apply_offline_env
 from bertops.errors import BertopsError
 
-STAGES = ("validate", "tokenize", "pretrain", "finetune", "evaluate", "register")
-
-
-def _parse_overrides(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise BertopsError(f"override {pair!r} is not KEY=VALUE")
-        out[key] = yaml.safe_load(value)
-    return out
+# `bertops stage NAME` is `python -m bertops.stages NAME` (what dvc.yaml calls): that small module
+# runs a stage without the rest of this CLI, so no stage depends on the other commands' code.
+from bertops.stages.__main__ import STAGES, report_user_errors, run_stage
+from bertops.stages.__main__ import parse_overrides as _parse_overrides
 
 
 def _load(args):
@@ -44,24 +33,17 @@ def _load(args):
 
 
 def _cmd_data(args) -> int:
+    from bertops.config_tasks import check_tasks
     from bertops.data import fetch
 
-    result = fetch.main(_load(args), force=args.force)
+    result = fetch.main(check_tasks(_load(args)), force=args.force)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
 
 def _cmd_stage(args) -> int:
-    from bertops.lifeline import watch_orchestrator
-
-    watch_orchestrator()  # under `bertops run`: stop (checkpointing) if the orchestrator dies
-    from bertops.stages import headline
-
-    params = _load(args)
-    module = importlib.import_module(f"bertops.stages.{args.name}")
-    result = module.main(params)
-    # metrics/NAME.json next to the params file (the project root), what `dvc exp show` compares
-    headline.write(args.name, params, root=Path(args.params).parent)
+    # also writes metrics/NAME.json next to the params file (the project root), what `dvc exp show` compares
+    result = run_stage(args.name, args.params, _parse_overrides(args.set or []))
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -109,8 +91,12 @@ def _cmd_run(args) -> int:
     root = find_project_root()
     if root is None:
         raise BertopsError(_no_project_message(Path.cwd()))
-    _project_params(root, args.params)
+    params_file = _project_params(root, args.params)
     overrides = _parse_overrides(args.set or [])
+    from bertops.config import load_params
+    from bertops.config_tasks import check_tasks
+
+    check_tasks(load_params(params_file, overrides))  # bad parameters or tasks: refused before any stage
     os.chdir(root)  # stages, dvc and the tracking store all work relative to the project root
     sys.path.insert(0, str(root))
     from flows.pipeline import StageFailed, pipeline
@@ -189,14 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     apply_offline_env()
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except BertopsError as e:
-        print(f"bertops: error: {e}", file=sys.stderr)
-        return 2
-    except ValidationError as e:  # params.yaml or a -S override does not fit the typed config
-        print(f"bertops: error: {getattr(args, 'params', 'params.yaml')}: {e}", file=sys.stderr)
-        return 2
+    return report_user_errors(lambda: args.func(args), getattr(args, "params", None))
 
 
 if __name__ == "__main__":

@@ -10,23 +10,10 @@ from __future__ import annotations
 import copy
 from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
-
-from bertops.model.multitask.task_types import TASK_TYPES, get_task_type  # no torch at import
-
-
-def _known_task_type(name: str) -> str:
-    if name not in TASK_TYPES:
-        raise ValueError(f"unknown task type {name!r}; known: {', '.join(sorted(TASK_TYPES))}")
-    return name
-
-
-# A name in the task-type registry (bertops.model.multitask.task_types), checked when params load.
-TaskType = Annotated[str, AfterValidator(_known_task_type)]
-
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Lightning's precision names, plus auto (bertops.train.precision.resolve_precision)
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"]
@@ -51,10 +38,13 @@ class DataParams(_Section):
 
 
 class TaskParams(_Section):
-    """One downstream task. Fields by type follow the Hugging Face dataset conventions; which
-    fields a type needs is its task type's rule (`TaskType.check_params`)."""
+    """One downstream task. Fields by type follow the Hugging Face dataset conventions. The type and
+    the fields it needs are checked against the task-type registry by
+    `bertops.config_tasks.check_tasks`, where tasks are used (the stages that read them, `bertops run`,
+    `bertops data fetch`): loading parameters does not import the registry, so the stages that never
+    read a task (tokenize, pretrain) do not depend on the task types' code."""
 
-    type: TaskType
+    type: str  # a name in the task-type registry (bertops.model.multitask.task_types)
     path: str | None = None  # directory with {train,validation,test}.jsonl (validated by `validate`)
     text_fields: list[str] = Field(default_factory=list)  # 1 (single) or 2 (pair) fields
     tokens_field: str = "tokens"
@@ -67,12 +57,9 @@ class TaskParams(_Section):
     loss_weight: float = 1.0
 
     @model_validator(mode="after")
-    def _check_type_fields(self) -> TaskParams:
+    def _check_path(self) -> TaskParams:
         if self.path is None:
             raise ValueError("a task needs `path`: a directory with {train,validation,test}.jsonl")
-        problem = get_task_type(self.type).check_params(self)
-        if problem:
-            raise ValueError(problem)
         return self
 
 

@@ -47,7 +47,10 @@ def fake_project(tmp_path, monkeypatch):
     for name in [m for m in sys.modules if m == "flows" or m.startswith("flows.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    return root, record
+    yield root, record
+    # the fake flows package must not stay imported: test_flow would get it instead of the repository's
+    for name in [m for m in sys.modules if m == "flows" or m.startswith("flows.")]:
+        del sys.modules[name]
 
 
 def test_project_root_is_found_from_a_subdirectory():

@@ -27,12 +27,21 @@ def test_unknown_key_is_an_error(tmp_path):
         load_params(p)
 
 
-def test_task_type_needs_its_fields(tmp_path):
+def test_task_type_needs_its_fields(tmp_path, capsys):
+    # checked where tasks are used (bertops.config_tasks), not by load_params: loading parameters
+    # does not import the task types, so tokenize and pretrain do not depend on their code
+    from bertops.cli import main
+    from bertops.config_tasks import check_tasks
+    from bertops.errors import BertopsError
+
     p = tmp_path / "params.yaml"
     p.write_text("tasks:\n  t:\n    type: pair_classification\n    path: x\n    text_fields: [a]\n"
                  "    labels: [no, yes]\n")
-    with pytest.raises(ValidationError, match="exactly 2 text_fields"):
-        load_params(p)
+    with pytest.raises(BertopsError, match=r"^tasks\.t: pair_classification needs exactly 2 text_fields$"):
+        check_tasks(load_params(p))
+    assert main(["stage", "validate", "--params", str(p)]) == 2  # refused before any file is read
+    assert capsys.readouterr().err == "bertops: error: tasks.t: pair_classification needs exactly 2 text_fields\n"
+    assert not (tmp_path / "metrics").exists()
 
 
 def test_typed_defaults_agree_with_params_yaml():

@@ -1,11 +1,12 @@
 """dvc.yaml's code dependencies cannot drift from the code: each stage's `deps` must cover every
 bertops source file its command imports, so changing any of them reruns the stage.
 
-A stage's command is `bertops stage NAME`. What runs: src/bertops/cli.py (what it imports at
-module level and in the functions of the `stage` command; its other functions serve the other
-commands), bertops.config (parameters are loaded through it) and bertops.stages.NAME with
-everything it imports, function-level imports included, transitively. A dep covers a file when
-it is that file or a directory above it.
+A stage's command is `python -m bertops.stages NAME` (the stage launcher, not the whole CLI). What
+runs: bertops/stages/__main__.py, and the two modules it imports by name, the stage
+bertops.stages.NAME and its headline numbers bertops.stages.headline.NAME (when the stage has any),
+each with everything it imports, function-level imports included, transitively. A dep covers a
+file when it is that file or a directory above it. Deps are also kept lean: a code dep that covers
+none of the files a stage runs is an error (it would rerun the stage for nothing).
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
-# what `bertops stage NAME` runs in cli.py (besides its module-level code)
-CLI_STAGE_FUNCTIONS = frozenset({"main", "_cmd_stage", "_load"})
+LAUNCHER = ["python", "-m", "bertops.stages"]
 
 
 def module_file(name: str) -> Path | None:
@@ -99,12 +99,16 @@ def _inert_init(path: Path) -> bool:
 def stage_code_files(stage: str, cmd: str) -> set[str]:
     """Repository-relative paths of the bertops source files that `cmd` runs."""
     words = cmd.split()
-    assert words[:2] == ["bertops", "stage"] and len(words) >= 3, (
-        f"stage {stage!r}: cmd {cmd!r} is not `bertops stage NAME`; teach this test what it runs")
-    roots = ["bertops.cli", "bertops.config", f"bertops.stages.{words[2]}"]
-    assert module_file(roots[-1]) is not None, f"stage {stage!r}: no module {roots[-1]}"
-    files = transitive_files(roots, only_functions={"bertops.cli": CLI_STAGE_FUNCTIONS})
-    return {f.relative_to(REPO).as_posix() for f in files}
+    assert words[:3] == LAUNCHER and len(words) >= 4, (
+        f"stage {stage!r}: cmd {cmd!r} is not `python -m bertops.stages NAME`; teach this test what it runs")
+    name = words[3]
+    module = f"bertops.stages.{name}"
+    assert module_file(module) is not None, f"stage {stage!r}: no module {module}"
+    # imported by name in bertops/stages/__main__.py (run_stage) and bertops/stages/headline (headline)
+    roots = ["bertops.stages.__main__", module]
+    if module_file(f"bertops.stages.headline.{name}") is not None:
+        roots.append(f"bertops.stages.headline.{name}")
+    return {f.relative_to(REPO).as_posix() for f in transitive_files(roots)}
 
 
 def _dep_path(dep) -> str:
@@ -136,12 +140,35 @@ def test_stage_code_deps_exist(stage):
     assert not gone, f"dvc.yaml stage {stage!r} lists code deps that do not exist: {gone}"
 
 
+@pytest.mark.parametrize("stage", sorted(_stages()))
+def test_stage_code_deps_are_code_it_runs(stage):
+    # a code dep the stage does not run would rerun it (hours of pretraining) for an unrelated edit
+    spec = _stages()[stage]
+    files = stage_code_files(stage, spec["cmd"])
+    unused = [d for d in (_dep_path(x) for x in spec.get("deps", []))
+              if d.startswith("src/") and not any(covered(f, [d]) for f in files)]
+    assert not unused, f"dvc.yaml stage {stage!r} lists code deps it does not run: {unused}"
+
+
+def test_stages_that_read_no_task_do_not_depend_on_task_types_or_the_cli():
+    # editing a task head, a task type's decoding or another CLI command reruns no tokenization or
+    # pretraining: loading parameters does not import the task-type registry (bertops.config_tasks
+    # checks tasks where they are used) and the stage launcher does not import the CLI
+    for stage in ("tokenize", "pretrain"):
+        files = stage_code_files(stage, _stages()[stage]["cmd"])
+        assert not [f for f in files if f.startswith("src/bertops/model/multitask/")], stage
+        assert "src/bertops/cli.py" not in files and "src/bertops/config_tasks.py" not in files, stage
+        assert f"src/bertops/stages/headline/{stage}.py" in files, stage
+        assert "src/bertops/stages/headline/finetune.py" not in files, stage  # only its own numbers
+
+
 def test_the_import_walk_sees_function_level_and_relative_imports(tmp_path):
     # the checker itself: a function-level import and a `from . import` are followed
-    files = stage_code_files("finetune", "bertops stage finetune")
+    files = stage_code_files("finetune", "python -m bertops.stages finetune")
     assert "src/bertops/evaluate/metrics.py" in files  # imported inside score_task()
-    assert "src/bertops/config.py" in files and "src/bertops/cli.py" in files
-    assert "src/bertops/data/fetch.py" not in files  # cli's `data fetch` command is not a stage's code
+    assert "src/bertops/config.py" in files and "src/bertops/lifeline.py" in files  # inside run_stage()
+    assert "src/bertops/config_tasks.py" in files and "src/bertops/stages/headline/finetune.py" in files
+    assert "src/bertops/cli.py" not in files  # `bertops stage` is for people; dvc.yaml runs the launcher
     mod = tmp_path / "m.py"
     mod.write_text("def f():\n    from . import sibling\n    from .sub import thing\n")
     assert imported_names(mod, "pkg.m") >= {"pkg", "pkg.sibling", "pkg.sub", "pkg.sub.thing"}

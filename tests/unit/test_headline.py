@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import yaml
@@ -89,7 +90,7 @@ def test_bertops_stage_writes_the_headline_next_to_its_params_file(tmp_path, mon
     (project / "params.yaml").write_text((REPO / "params.yaml").read_text())
     summary = {"success": True, "files": 1, "files_failed": 0, "records": 3, "failures": 0}
     stage = types.SimpleNamespace(main=lambda params: _write(project / "out/summary.json", summary) or {})
-    monkeypatch.setattr(cli.importlib, "import_module", lambda name: stage)
+    monkeypatch.setitem(sys.modules, "bertops.stages.validate", stage)  # what the launcher imports by name
     monkeypatch.chdir(tmp_path)
     assert cli.main(["stage", "validate", "--params", str(project / "params.yaml"),
                      "-S", f"validate.out_dir={project / 'out'}"]) == 0

@@ -18,8 +18,9 @@ from pydantic import ValidationError
 
 import bertops.model.multitask as mt
 from bertops.config import Params, TaskParams, load_params
+from bertops.config_tasks import check_tasks
 from bertops.data import tasks as T
-from bertops.errors import DataError
+from bertops.errors import BertopsError, DataError
 from bertops.evaluate import baselines
 from bertops.evaluate.metrics import primary_metric, task_metrics, task_score
 from bertops.model.multitask import MultiTaskModel, collate, get_task_type, register_task_type
@@ -55,16 +56,26 @@ def test_builtin_types_are_registered_from_their_modules():
         get_task_type("nope")
 
 
-def test_params_reject_an_unknown_type_and_ask_the_type_for_its_fields(tmp_path):
+def _check(**task) -> Params:
+    return check_tasks(Params(tasks={"t": TaskParams(**task)}))
+
+
+def test_params_reject_an_unknown_type_and_ask_the_type_for_its_fields(tmp_path, capsys):
+    # checked where tasks are used (bertops.config_tasks.check_tasks), not when params load
+    from bertops.cli import main
+
     p = tmp_path / "params.yaml"
     p.write_text("tasks:\n  t:\n    type: text_regression\n    path: x\n    text_fields: [text]\n")
-    with pytest.raises(ValidationError, match="unknown task type 'text_regression'"):
-        load_params(p)
-    with pytest.raises(ValidationError, match="sequence_classification needs a `labels` list"):
-        TaskParams(type="sequence_classification", path="x", text_fields=["a"])
-    with pytest.raises(ValidationError, match="pair_classification needs exactly 2 text_fields"):
-        TaskParams(type="pair_classification", path="x", text_fields=["a"], labels=[True])
-    assert TaskParams(type="extractive_qa", path="x").labels == []  # QA needs no labels
+    with pytest.raises(BertopsError, match=r"tasks\.t\.type: unknown task type 'text_regression'; known: "
+                                           r"extractive_qa, pair_classification"):
+        check_tasks(load_params(p))
+    assert main(["stage", "validate", "--params", str(p)]) == 2
+    assert capsys.readouterr().err.startswith("bertops: error: tasks.t.type: unknown task type 'text_regression'")
+    with pytest.raises(BertopsError, match="sequence_classification needs a `labels` list"):
+        _check(type="sequence_classification", path="x", text_fields=["a"])
+    with pytest.raises(BertopsError, match="pair_classification needs exactly 2 text_fields"):
+        _check(type="pair_classification", path="x", text_fields=["a"], labels=[True])
+    assert _check(type="extractive_qa", path="x").tasks["t"].labels == []  # QA needs no labels
 
 
 def test_config_and_registry_import_without_torch():
@@ -114,10 +125,10 @@ def test_fifth_type_params_and_record_checks(regression, tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("tasks:\n  stars:\n    type: text_regression\n    path: x\n    text_fields: [text]\n"
                  "    label_field: score\n")
-    assert load_params(p).tasks["stars"].type == "text_regression"
+    assert check_tasks(load_params(p)).tasks["stars"].type == "text_regression"
     p.write_text("tasks:\n  stars:\n    type: text_regression\n    path: x\n")
-    with pytest.raises(ValidationError, match="text_regression needs exactly 1 text_fields"):
-        load_params(p)
+    with pytest.raises(BertopsError, match="tasks.stars: text_regression needs exactly 1 text_fields"):
+        check_tasks(load_params(p))
 
     tp = regression_params(tmp_path)
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TRAIN))

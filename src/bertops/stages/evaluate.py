@@ -45,6 +45,9 @@ ROW_NAMES = {"pipeline": "pipeline model", "pretrained": "pretrained", "random_i
 
 
 def main(params: Params) -> dict:
+    from bertops.config_tasks import check_tasks
+
+    check_tasks(params)
     ep = params.evaluate
     with tracking.stage_run("evaluate", ep.model_dump()):
         result = run(params)

@@ -18,8 +18,10 @@ from bertops.io import write_json
 
 
 def main(params: Params) -> dict:
+    from bertops.config_tasks import check_tasks
     from bertops.train.finetune import fit_multitask, resolve_init_dir
 
+    check_tasks(params)
     ft = params.finetune
     out_dir = Path(ft.out_dir)
     tasks = list(ft.tasks) or list(params.tasks)

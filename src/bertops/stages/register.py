@@ -92,8 +92,10 @@ def main(params: Params, root: Path | str = ".") -> dict:
     from mlflow import MlflowClient
 
     from bertops import tracking
+    from bertops.config_tasks import check_tasks
     from bertops.tracking import registry
 
+    check_tasks(params)  # the model it registers answers these tasks
     root = Path(root)
     cfg = params.register_
     gate_file = Path(cfg.gate_metrics_file)

@@ -38,9 +38,11 @@ def _metrics(summary: dict, seconds: float) -> dict:
 def main(params: Params) -> dict:
     from rich.console import Console
 
+    from bertops.config_tasks import check_tasks
     from bertops.validation.report import render_report
     from bertops.validation.runner import validate_data
 
+    check_tasks(params)  # each task's type and the fields it needs, before any file is read
     vp = params.validate_
     out_dir = Path(vp.out_dir)
     console = Console(stderr=True)
