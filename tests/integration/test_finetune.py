@@ -185,8 +185,8 @@ def test_predict_cli_all_types(tiny_encoder, tmp_path, capsys, monkeypatch):
     import io
 
     from bertops.cli import main
-    from bertops.data.tasks import TaskSpec
     from bertops.config import TaskParams
+    from bertops.data.tasks import TaskSpec
     from bertops.model.multitask import MultiTaskModel
 
     specs = [
@@ -215,7 +215,8 @@ def test_predict_cli_all_types(tiny_encoder, tmp_path, capsys, monkeypatch):
     answer = eval(out.split("\t")[0])  # printed with repr
     assert answer in context and "score=" in out
 
-    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"a": "x", "b": "y"}) + "\n" + json.dumps(["p", "q"]) + "\n"))
+    lines = json.dumps({"a": "x", "b": "y"}) + "\n" + json.dumps(["p", "q"]) + "\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines))
     assert main(["predict", str(model_dir), "pair"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
 

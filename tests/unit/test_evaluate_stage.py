@@ -119,7 +119,8 @@ def test_stage_reuses_pipeline_model_and_writes_verdict(tmp_path, stub):
     assert "seed 7 is the pipeline model itself" in md
     plots = tmp_path / "evaluate" / "plots"
     assert (plots / "confusion_sentiment.png").stat().st_size > 1000
-    assert json.loads((plots / "confusion_sentiment.json").read_text())[0] == {"actual": "rotten", "predicted": "rotten"}
+    first_cell = json.loads((plots / "confusion_sentiment.json").read_text())[0]
+    assert first_cell == {"actual": "rotten", "predicted": "rotten"}
     assert (plots / "curves_sentiment.png").stat().st_size > 1000
     assert not (plots / "confusion_code-entities.png").exists()
     assert not list((tmp_path / "evaluate").glob(".evaluate-*"))  # scratch runs removed
@@ -143,7 +144,8 @@ def test_missing_model_is_a_user_error(tmp_path, stub):
     from bertops.stages import evaluate
 
     params = _params(tmp_path)
-    params = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"model_dir": str(tmp_path / "nope")})})
+    missing = params.evaluate.model_copy(update={"model_dir": str(tmp_path / "nope")})
+    params = params.model_copy(update={"evaluate": missing})
     with pytest.raises(BertopsError, match="no fine-tuned model"):
         evaluate.main(params)
 

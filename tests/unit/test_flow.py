@@ -27,7 +27,8 @@ def test_stage_order_follows_an_edited_dvc_yaml(flow_module, tmp_path):
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "second": {"cmd": "cat a > b", "deps": ["a"], "outs": ["b"]},
         "first": {"cmd": "echo > a", "outs": ["a"]}}}))
-    import subprocess, sys
+    import subprocess
+    import sys
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-f", "-q"], cwd=tmp_path, check=True)
     assert flow_module.dvc_stage_order(tmp_path) == ["first", "second"]
 

@@ -11,7 +11,7 @@ def test_latin1_fallback_and_paragraphs():
 
 
 def test_utf8_kept():
-    assert bbc.parse_article("Café news\n\nIt is “quoted”.".encode("utf-8")) == "Café news\n\nIt is “quoted”."
+    assert bbc.parse_article("Café news\n\nIt is “quoted”.".encode()) == "Café news\n\nIt is “quoted”."
 
 
 def test_read_wheel_labels(tmp_path):

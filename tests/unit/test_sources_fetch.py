@@ -3,6 +3,7 @@
 import hashlib
 import json
 import subprocess
+
 import pytest
 
 from bertops.data import fetch

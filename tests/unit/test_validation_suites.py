@@ -4,8 +4,14 @@ import pytest
 
 from bertops.config import TaskParams, ValidateParams
 from bertops.validation.loading import LoadedFile
-from bertops.validation.suites import (FILE_SOURCE, GXRunner, build_frame, corpus_expectations,
-                                       task_expectations, task_fields)
+from bertops.validation.suites import (
+    FILE_SOURCE,
+    GXRunner,
+    build_frame,
+    corpus_expectations,
+    task_expectations,
+    task_fields,
+)
 
 
 @pytest.fixture(scope="module")

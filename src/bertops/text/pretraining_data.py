@@ -21,10 +21,11 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -92,7 +93,7 @@ def iter_corpus(files: Iterable[str | Path]) -> Iterator[tuple[str, str]]:
                 yield doc
 
 
-def tokenize_documents(tokenizer: "Tokenizer", texts: list[str], first_key: int = 0
+def tokenize_documents(tokenizer: Tokenizer, texts: list[str], first_key: int = 0
                        ) -> list[TokenizedDocument]:
     """Sentence-split and tokenize documents in one `encode_batch_fast` call (parallel, no offsets).
     Documents left without tokens are dropped."""
@@ -300,7 +301,7 @@ class _SplitBuilder:
                                 fingerprint=fingerprint)
 
 
-def build_pretraining_data(documents: Iterable[tuple[str, str]], tokenizer: "Tokenizer",
+def build_pretraining_data(documents: Iterable[tuple[str, str]], tokenizer: Tokenizer,
                            out_dir: str | Path, *, max_seq_length: int = 128,
                            short_seq_prob: float = 0.1, dupe_factor: int = 2,
                            validation_fraction: float = 0.05, seed: int = 1234,

@@ -8,9 +8,10 @@ stripping), BertPreTokenizer (whitespace + punctuation), WordPiece with "##" con
 
 from __future__ import annotations
 
-from pathlib import Path
 import unicodedata
-from typing import TYPE_CHECKING, Callable, Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bertops.errors import BertopsError
 
@@ -21,7 +22,7 @@ PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]  # trained vocabularies get ids 0..4 in this order
 
 
-def _bert_pipeline(model, lowercase: bool) -> "Tokenizer":
+def _bert_pipeline(model, lowercase: bool) -> Tokenizer:
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
 
     tok = Tokenizer(model)
@@ -33,7 +34,7 @@ def _bert_pipeline(model, lowercase: bool) -> "Tokenizer":
     return tok
 
 
-def _finish(tok: "Tokenizer") -> "Tokenizer":
+def _finish(tok: Tokenizer) -> Tokenizer:
     """Mark BERT's special tokens and add the "[CLS] A [SEP] B [SEP]" template with type ids."""
     from tokenizers import processors
 
@@ -74,7 +75,7 @@ def _continuation_tokens(texts: Iterable[str], normalizer) -> list[str]:
 
 def train_wordpiece(texts: Callable[[], Iterable[str]], vocab_size: int = 8000,
                     min_frequency: int = 2, limit_alphabet: int = 1000,
-                    lowercase: bool = True) -> "Tokenizer":
+                    lowercase: bool = True) -> Tokenizer:
     """Train a WordPiece vocabulary; `texts()` streams the corpus (it is read twice).
 
     Deterministic: the `tokenizers` trainer gives the "##c" continuation characters ids in hash-map
@@ -97,7 +98,7 @@ def train_wordpiece(texts: Callable[[], Iterable[str]], vocab_size: int = 8000,
     return _finish(_bert_pipeline(models.WordPiece(vocab, unk_token=UNK), lowercase))
 
 
-def wordpiece_from_vocab_file(vocab_file: str | Path, lowercase: bool = True) -> "Tokenizer":
+def wordpiece_from_vocab_file(vocab_file: str | Path, lowercase: bool = True) -> Tokenizer:
     """A BERT tokenizer over an existing vocab.txt (one token per line, id = line number)."""
     from tokenizers import models
 
@@ -111,7 +112,7 @@ def wordpiece_from_vocab_file(vocab_file: str | Path, lowercase: bool = True) ->
     return _finish(tok)
 
 
-def save_tokenizer(tok: "Tokenizer", out_dir: str | Path, lowercase: bool = True,
+def save_tokenizer(tok: Tokenizer, out_dir: str | Path, lowercase: bool = True,
                    model_max_length: int = 512) -> Path:
     """Save as a transformers tokenizer dir (tokenizer.json + config, plus vocab.txt).
 

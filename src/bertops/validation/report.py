@@ -11,7 +11,8 @@ import html
 from bertops.validation.results import FileReport, ValidationResult
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;color:#222;
+ padding:0 1em}
 h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 table{border-collapse:collapse;width:100%;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}
@@ -19,7 +20,8 @@ th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums;wh
 .pass{color:#11652b;font-weight:600}.fail{color:#b00020;font-weight:600}
 .badge{display:inline-block;padding:.1em .6em;border-radius:.8em;color:#fff;font-size:.85em}
 .badge.pass{background:#2e7d32}.badge.fail{background:#c62828}
-.engine{color:#666;font-size:.85em}ul.ex{margin:0;padding-left:1.1em}ul.ex li{font-family:ui-monospace,monospace;font-size:.85em;word-break:break-word}
+.engine{color:#666;font-size:.85em}ul.ex{margin:0;padding-left:1.1em}
+ul.ex li{font-family:ui-monospace,monospace;font-size:.85em;word-break:break-word}
 .bar{background:#e8eef7;height:1em;width:320px}.bar div{background:#3b6fb6;height:100%}
 .muted{color:#666}table.rules{table-layout:fixed}summary{cursor:pointer;color:#11652b}
 """
