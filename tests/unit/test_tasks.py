@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import pytest
 
@@ -121,14 +122,51 @@ def test_best_span_rules_and_across_windows():
           "start_logits": [9.0, 9.0, 1.0, 0.5], "end_logits": [9.0, 9.0, 0.0, 2.0]}
     w2 = {"offset_mapping": [None, None, (8, 11), (12, 15)],
           "start_logits": [0.0, 0.0, 3.0, 8.0], "end_logits": [0.0, 0.0, 2.5, -5.0]}
-    # [CLS]/question spans (score 18) are never chosen; in w2 jkl..ghi (8+2.5) has end < start
+    # [CLS]/question spans (logits 18) are never chosen; in w2 jkl..ghi (8+2.5) has end < start
     best = T.best_span([w1], ctx, max_answer_length=5)
-    assert (best["text"], best["score"]) == ("abc def", 3.0)
+    assert (best["text"], best["logit_score"]) == ("abc def", 3.0)
     best = T.best_span([w1, w2], ctx, max_answer_length=5)
-    assert (best["text"], best["score"], best["start"], best["end"]) == ("ghi", 5.5, 8, 11)
+    assert (best["text"], best["logit_score"], best["start"], best["end"]) == ("ghi", 5.5, 8, 11)
     # max_answer_length=1 forbids the two-token span of w1
     assert T.best_span([w1], ctx, max_answer_length=1)["text"] == "def"
-    assert T.best_span([], ctx, 5) == {"text": "", "score": -math.inf, "start": -1, "end": -1}
+    assert T.best_span([], ctx, 5) == {"text": "", "score": 0.0, "logit_score": None, "start": -1, "end": -1}
+
+
+def _softmax(xs):
+    z = sum(math.exp(x) for x in xs)
+    return [math.exp(x) / z for x in xs]
+
+
+def test_best_span_score_is_the_span_probability():
+    """The score is softmax(start)[s] x softmax(end)[e] over the window's tokens, in [0, 1]; the span
+    chosen is still the highest logit sum, and within a window a better span has a higher probability."""
+    ctx = "abc def ghi jkl"
+    w1 = {"offset_mapping": [None, None, (0, 3), (4, 7)],
+          "start_logits": [9.0, 9.0, 1.0, 0.5], "end_logits": [9.0, 9.0, 0.0, 2.0]}
+    w2 = {"offset_mapping": [None, None, (8, 11), (12, 15)],
+          "start_logits": [0.0, 0.0, 3.0, 8.0], "end_logits": [0.0, 0.0, 2.5, -5.0]}
+    best = T.best_span([w1], ctx, max_answer_length=5)  # abc..def: start token 2, end token 3
+    assert best["score"] == pytest.approx(_softmax(w1["start_logits"])[2] * _softmax(w1["end_logits"])[3])
+    worse = T.best_span([w1], ctx, max_answer_length=1)  # def..def: logits 0.5 + 2.0 < 1.0 + 2.0
+    assert worse["score"] == pytest.approx(_softmax(w1["start_logits"])[3] * _softmax(w1["end_logits"])[3])
+    assert 0.0 < worse["score"] < best["score"] < 1.0
+    both = T.best_span([w1, w2], ctx, max_answer_length=5)  # ghi, from w2: w2's own softmax
+    assert both["text"] == "ghi"
+    assert both["score"] == pytest.approx(_softmax(w2["start_logits"])[2] * _softmax(w2["end_logits"])[2])
+    # huge logits do not overflow; a certain span is probability 1 at most
+    sure = {"offset_mapping": [None, (0, 3)], "start_logits": [-1e4, 1e4], "end_logits": [-1e4, 1e4]}
+    assert T.best_span([sure], ctx, 5)["score"] == pytest.approx(1.0)
+    rng = random.Random(0)
+    for _ in range(50):  # random windows: always a probability, and the same span as the logit sum picks
+        n = rng.randint(3, 12)
+        w = {"offset_mapping": [None] + [(i, i + 1) for i in range(n - 1)],
+             "start_logits": [rng.gauss(0, 5) for _ in range(n)], "end_logits": [rng.gauss(0, 5) for _ in range(n)]}
+        out = T.best_span([w], "x" * n, max_answer_length=4)
+        assert 0.0 <= out["score"] <= 1.0
+        spans = [(w["start_logits"][s] + w["end_logits"][e], s, e)
+                 for s in range(1, n) for e in range(s, min(n, s + 4))]
+        _, s, e = max(spans)
+        assert (out["start"], out["end"]) == (s - 1, e)
 
 
 def test_postprocess_groups_windows_by_example():

@@ -192,7 +192,8 @@ class MultiTaskModel(nn.Module):
         (token_classification); (question, context) (extractive_qa). A record dict with the
         task's data fields is accepted too.
         Returns, per input: {"label", "score", "scores"}; {"tokens", "tags", "scores"};
-        {"answer", "score", "start", "end"} (character offsets into the context).
+        {"answer", "score", "logit_score", "start", "end"} (character offsets into the context; score is
+        the span's probability, logit_score the start + end logits it was chosen by).
         """
         if task not in self.tasks:
             raise BertopsError(f"unknown task {task!r}; this model has {sorted(self.tasks)}")

@@ -3,7 +3,8 @@
 Features: question + context, long contexts split into windows of max_seq_length tokens
 overlapping by doc_stride (tokenizer `return_overflowing_tokens`, as the Hugging Face QA
 examples); a window without the whole answer points at [CLS] (position 0). The head gives a start
-and an end logit per token; `best_span` picks the best valid span over all windows of an example.
+and an end logit per token; `best_span` picks the best valid span over all windows of an example
+and scores it with its probability (softmax over the window's start logits x over its end logits).
 Inputs: (question, context). Records: question, context, answers {"text": [...], "answer_start": [...]}.
 Metric: the official SQuAD v1.1 exact match and token F1 (as fractions, not x100).
 """
@@ -95,19 +96,31 @@ def _answer_positions(answer: dict, offsets: list) -> tuple[int, int]:
 
 # -- decoding ---------------------------------------------------------------------------------
 
+def _log_softmax(xs: Sequence[float]) -> list[float]:
+    m = max(xs)
+    log_z = m + math.log(sum(math.exp(x - m) for x in xs))
+    return [x - log_z for x in xs]
+
+
 def best_span(windows: Sequence[dict], context: str, max_answer_length: int, n_best: int = 20) -> dict:
     """Best answer span of one example over all its windows.
 
     Each window: {"start_logits", "end_logits", "offset_mapping"} (offsets None outside the
     context). A span is valid if both ends are context tokens, start <= end and it is at most
-    max_answer_length tokens; its score is start_logit + end_logit. Only the n_best start and end
-    candidates of each window are paired (as the BERT reference code does) to keep it O(n_best²).
-    Returns {"text", "score", "start", "end"} (character offsets; "" and -inf when none is valid).
+    max_answer_length tokens; the chosen span is the one with the highest start_logit + end_logit
+    (`logit_score`). Only the n_best start and end candidates of each window are paired (as the
+    BERT reference code does) to keep it O(n_best²).
+    Its `score` is a probability in [0, 1]: softmax(start logits)[start] x softmax(end logits)[end]
+    over the tokens of the window it came from, the model's probability of exactly that span (in a
+    window, a higher logit sum is a higher probability).
+    Returns {"text", "score", "logit_score", "start", "end"} (character offsets; "", 0.0, None, -1,
+    -1 when no span is valid).
     """
-    best = {"text": "", "score": -math.inf, "start": -1, "end": -1}
+    best = {"text": "", "score": 0.0, "logit_score": None, "start": -1, "end": -1}
+    best_logit, chosen = -math.inf, None
     for w in windows:
         starts, ends, offsets = list(w["start_logits"]), list(w["end_logits"]), w["offset_mapping"]
-        n = min(len(starts), len(offsets))
+        n = min(len(starts), len(ends), len(offsets))
         top_s = sorted(range(n), key=lambda i: starts[i], reverse=True)[:n_best]
         top_e = sorted(range(n), key=lambda i: ends[i], reverse=True)[:n_best]
         for s in top_s:
@@ -116,10 +129,15 @@ def best_span(windows: Sequence[dict], context: str, max_answer_length: int, n_b
             for e in top_e:
                 if offsets[e] is None or e < s or e - s + 1 > max_answer_length:
                     continue
-                score = float(starts[s]) + float(ends[e])
-                if score > best["score"]:
-                    a, b = offsets[s][0], offsets[e][1]
-                    best = {"text": context[a:b], "score": score, "start": a, "end": b}
+                logit_score = float(starts[s]) + float(ends[e])
+                if logit_score > best_logit:
+                    best_logit, a, b = logit_score, offsets[s][0], offsets[e][1]
+                    best = {"text": context[a:b], "score": 0.0, "logit_score": logit_score, "start": a, "end": b}
+                    chosen = (starts, ends, n, s, e)
+    if chosen is not None:
+        starts, ends, n, s, e = chosen
+        log_p = _log_softmax([float(x) for x in starts[:n]])[s] + _log_softmax([float(x) for x in ends[:n]])[e]
+        best["score"] = min(1.0, math.exp(log_p))
     return best
 
 
@@ -283,7 +301,9 @@ class ExtractiveQA(TaskType):
     def decode(self, spec: TaskSpec, inputs, features, logits) -> list[dict]:
         spans = postprocess_qa(features, [lg[:, 0].tolist() for lg in logits], [lg[:, 1].tolist() for lg in logits],
                                [c for _, c in inputs], spec.max_answer_length)
-        return [{"answer": s["text"], "score": s["score"], "start": s["start"], "end": s["end"]} for s in spans]
+        # score: the span's probability (best_span); logit_score: the start + end logits it was chosen by
+        return [{"answer": s["text"], "score": s["score"], "logit_score": s["logit_score"], "start": s["start"],
+                 "end": s["end"]} for s in spans]
 
     def flat(self, out: dict) -> dict:
         return {**out, "prediction": out["answer"]}
