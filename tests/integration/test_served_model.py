@@ -49,13 +49,9 @@ def _encoder_passes(model: MultiTaskModel, rows: list[dict]) -> int:
     return total
 
 
-@pytest.mark.slow
-def test_saved_mlflow_model_serves_every_task_type_without_bertops(tmp_path):
-    pytest.importorskip("mlflow")
-    import mlflow
-
-    from bertops.stages.register import multitask_model_kwargs
-
+def build_served_model(tmp_path) -> MultiTaskModel:
+    """The four-task test model (seed 2, weights redrawn at sd 0.4 so answers differ between rows),
+    saved in tmp_path/"model" as finetune saves it."""
     encoder = write_tiny_encoder(tmp_path / "encoder", max_position_embeddings=64)
     torch.manual_seed(2)  # a seed under which every task gives more than one answer
     model = MultiTaskModel.build(encoder, [TaskSpec.from_params(n, tp) for n, tp in TASKS.items()]).eval()
@@ -64,12 +60,27 @@ def test_saved_mlflow_model_serves_every_task_type_without_bertops(tmp_path):
             if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
                 module.weight.normal_(0.0, 0.4)
     model.save_pretrained(tmp_path / "model")
+    return model
+
+
+def save_served_model(tmp_path):
+    """`build_served_model`, then the MLflow model exactly as register logs it (same kwargs, no
+    registry) in tmp_path/"mlmodel". Returns (the in-process model, the MLflow model path)."""
+    mlflow = pytest.importorskip("mlflow")
+    from bertops.stages.register import multitask_model_kwargs
+
+    model = build_served_model(tmp_path)
+    mlflow.pyfunc.save_model(path=str(tmp_path / "mlmodel"), **multitask_model_kwargs(tmp_path / "model"))
+    return model, tmp_path / "mlmodel"
+
+
+@pytest.mark.slow
+def test_saved_mlflow_model_serves_every_task_type_without_bertops(tmp_path):
+    model, _ = save_served_model(tmp_path)
     expected = [model.predict_one(r["task"], r["text"], r["text_pair"]) for r in ROWS]  # row by row
     assert all(len({e["prediction"] for e, r in zip(expected, ROWS) if r["task"] == t}) > 1 for t in TASKS)
     passes = _encoder_passes(model, ROWS)
     assert passes < len(ROWS) / 4
-
-    mlflow.pyfunc.save_model(path=str(tmp_path / "mlmodel"), **multitask_model_kwargs(tmp_path / "model"))
     code = sorted(p.relative_to(tmp_path / "mlmodel" / "code").as_posix()
                   for p in (tmp_path / "mlmodel" / "code").rglob("*.py"))
     assert "multitask/task_types/span.py" in code and not [p for p in code if not p.startswith("multitask/")]
@@ -93,4 +104,5 @@ print(json.dumps({{"passes": len(passes), "out": out[["task", "prediction", "sco
     got = result["out"]
     assert [(g["task"], g["prediction"]) for g in got] == [(r["task"], e["prediction"]) for r, e in zip(ROWS, expected)]
     assert [g["score"] for g in got] == pytest.approx([e["score"] for e in expected], rel=1e-5, abs=1e-5)
+    assert all(0.0 <= g["score"] <= 1.0 for g in got)  # every score a probability, QA's included
     assert result["passes"] == passes  # batched: not len(ROWS) passes

@@ -13,7 +13,15 @@ import torch
 from bertops.config import TaskParams
 from bertops.data import tasks as T
 from bertops.errors import BertopsError
-from bertops.model.multitask import MultiTaskModel, predict_rows
+from bertops.model.multitask import (
+    MAX_REQUEST_CHARS,
+    MAX_ROWS_PER_REQUEST,
+    MAX_TEXT_CHARS,
+    MultiTaskModel,
+    RequestError,
+    check_rows,
+    predict_rows,
+)
 from tests.helpers import write_tiny_encoder
 
 TASK_PARAMS = {
@@ -192,11 +200,57 @@ def test_bad_rows_are_refused_by_index_before_any_pass(encoder_dir):
     with PassCounter(model) as passes:
         with pytest.raises(BertopsError, match=r"row 10: unknown task 'nope'"):
             model.predict_rows([*rows, {"task": "nope", "text": "x"}])
-        with pytest.raises(BertopsError, match=r"row 1: task 'pair' \(pair_classification\) needs text_pair"):
+        with pytest.raises(BertopsError, match=r"row 1: text_pair is missing \(null\); task 'pair' "
+                                               r"\(pair_classification\) needs text_pair"):
             model.predict_rows([rows[0], {"task": "pair", "text": "x", "text_pair": float("nan")}])
-        with pytest.raises(BertopsError, match=r"row 0: task 'sent' takes a text"):
+        with pytest.raises(BertopsError, match=r"row 0: text is missing \(null\)"):
             model.predict_rows([{"task": "sent", "text": None}])
         with pytest.raises(BertopsError, match="batch_size"):
             predict_rows({"sent": model}, rows[:1], batch_size=0)
     assert passes.n == 0
     assert model.predict_rows([]) == []
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([{"task": "sent", "text": "ok"}, {"task": "nope", "text": "x"}],
+     r"^row 1: unknown task 'nope'; this model serves"),
+    ([{"task": None, "text": "x"}], r"^row 0: task is missing \(null\)"),
+    ([{"task": 7, "text": "x"}], r"^row 0: task must be a string, got int 7"),
+    ([{"task": "sent"}], r"^row 0: text is missing \(null\)"),
+    ([{"task": "sent", "text": float("nan")}], r"^row 0: text is missing \(null\)"),
+    ([{"task": "ner", "text": " \t\n"}], r"^row 0: text is blank"),
+    ([{"task": "sent", "text": 3.5}], r"^row 0: text must be a string, got float 3.5"),
+    ([{"task": "ner", "text": ["a", "b"]}], r"^row 0: text must be a string, got list"),
+    ([{"task": "qa", "text": "who?", "text_pair": None}],
+     r"^row 0: text_pair is missing \(null\); task 'qa' \(extractive_qa\) needs text_pair \(the context\)"),
+    ([{"task": "pair", "text": "a", "text_pair": ""}], r"^row 0: text_pair is blank; task 'pair'"),
+    ([{"task": "pair", "text": "a", "text_pair": 1}], r"^row 0: text_pair must be a string, got int"),
+    ([{"task": "sent", "text": "a", "text_pair": 1}], r"^row 0: text_pair must be a string or null, got int"),
+    ([{"task": "sent", "text": "x" * (MAX_TEXT_CHARS + 1)}],
+     rf"^row 0: text is {MAX_TEXT_CHARS + 1} characters, more than the limit of {MAX_TEXT_CHARS} \(MAX_TEXT_CHARS\)"),
+    ([{"task": "sent", "text": "a"}] * (MAX_ROWS_PER_REQUEST + 1),
+     rf"^request has {MAX_ROWS_PER_REQUEST + 1} rows, more than the limit of {MAX_ROWS_PER_REQUEST}"),
+    ([{"task": "pair", "text": "x" * MAX_TEXT_CHARS, "text_pair": "y" * MAX_TEXT_CHARS}]
+     * (MAX_REQUEST_CHARS // (2 * MAX_TEXT_CHARS) + 1),
+     rf"^request has more than {MAX_REQUEST_CHARS} characters of text \(MAX_REQUEST_CHARS\) by row "
+     rf"{MAX_REQUEST_CHARS // (2 * MAX_TEXT_CHARS)};"),
+])
+def test_malformed_rows_are_refused_naming_row_column_rule(encoder_dir, rows, message):
+    """Each rule of check_rows, with the message a client gets (the pyfunc answers it with HTTP 400),
+    before any forward pass; the limits hold exactly at the bound."""
+    model = build(encoder_dir, seed=2)
+    models = {name: model for name in TASK_PARAMS}
+    with PassCounter(model) as passes:
+        with pytest.raises(RequestError, match=message):
+            predict_rows(models, rows)
+    assert passes.n == 0
+    assert issubclass(RequestError, BertopsError)
+
+
+def test_rows_at_the_limits_are_accepted(encoder_dir):
+    model = build(encoder_dir, seed=2)
+    models = {name: model for name in TASK_PARAMS}
+    check_rows(models, [{"task": "sent", "text": "a"}] * MAX_ROWS_PER_REQUEST)
+    check_rows(models, [{"task": "sent", "text": "x" * MAX_TEXT_CHARS}] * (MAX_REQUEST_CHARS // MAX_TEXT_CHARS))
+    check_rows(models, [{"task": "sent", "text": "a", "text_pair": float("nan")},
+                        {"task": "ner", "text": "use it", "text_pair": "ignored for ner"}])

@@ -10,6 +10,14 @@ tasks, the context for QA, where `text` is the question). For token classificati
 sentence; it is split on whitespace into words. Output: a DataFrame with one row per input, in
 input order: `task`, `prediction` (label, space-joined BIO tags, or answer text) and `score`.
 Rows are predicted in batches (multitask.serving.predict_rows), not one forward pass per row.
+Every QA score is the answer span's probability, so each score is in [0, 1].
+
+A malformed request (unknown task, missing/null/blank/non-string text, a pair task or QA row
+without text_pair, more rows or characters than multitask.serving's MAX_* limits) is refused
+before any forward pass with an MlflowException INVALID_PARAMETER_VALUE, which the scoring
+server (`mlflow models serve`, `bertops serve`) answers with HTTP 400 and a JSON body
+{"error_code", "message"} naming the row, the column and the rule. Any other failure is logged
+here with its traceback and answered 500 with a short message, no stack trace or server paths.
 
 The model dir is one multi-task model, or (finetune.mode single_task) one model per task under
 it with a manifest naming each task's sub-directory: each row goes to its task's model.
@@ -18,15 +26,20 @@ it with a manifest naming each task's sub-directory: each row goes to its task's
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
 try:  # inside the project
-    from bertops.model.multitask import DEFAULT_BATCH_SIZE, MultiTaskModel, predict_rows
+    from bertops.model.multitask import DEFAULT_BATCH_SIZE, MultiTaskModel, RequestError, predict_rows
 except ImportError:  # inside a logged model: code_paths puts the multitask package on sys.path
-    from multitask import DEFAULT_BATCH_SIZE, MultiTaskModel, predict_rows
+    from multitask import DEFAULT_BATCH_SIZE, MultiTaskModel, RequestError, predict_rows
+
+_log = logging.getLogger(__name__)
 
 
 # written by bertops.train.finetune in single_task mode: {"models": {task: sub-directory}}
@@ -48,17 +61,25 @@ class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.models = load_models(context.artifacts["model_dir"])
 
-    def _model(self, task: str):
-        if task not in self.models:
-            raise ValueError(f"unknown task {task!r}; this model serves {sorted(self.models)}")
-        return self.models[task]
-
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        # batched: rows grouped by task, DEFAULT_BATCH_SIZE features per forward pass, row order kept
+        # batched: rows grouped by task, DEFAULT_BATCH_SIZE features per forward pass, row order kept;
+        # predict_rows checks every row first (multitask.serving.check_rows)
+        if not isinstance(model_input, pd.DataFrame):
+            raise MlflowException(f"input must be a table of rows (task, text, text_pair), got "
+                                  f"{type(model_input).__name__}", error_code=INVALID_PARAMETER_VALUE)
+        missing = [c for c in ("task", "text") if c not in model_input.columns]
+        if missing:
+            raise MlflowException(f"input has no column {missing[0]!r}; every row needs task and text "
+                                  f"(and text_pair for pair tasks and QA)", error_code=INVALID_PARAMETER_VALUE)
         records = model_input.to_dict(orient="records")
-        for rec in records:
-            self._model(rec.get("task"))  # an unknown task is refused before any forward pass
-        outs = predict_rows(self.models, records, DEFAULT_BATCH_SIZE)
+        try:
+            outs = predict_rows(self.models, records, DEFAULT_BATCH_SIZE)
+        except RequestError as e:  # the caller's fault: HTTP 400, the message names row, column, rule
+            raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
+        except Exception as e:  # the server's fault: log the traceback here, answer 500 without it
+            _log.exception("bertops model: prediction failed")
+            raise MlflowException(f"internal error while predicting ({type(e).__name__}); see the server log",
+                                  error_code=INTERNAL_ERROR) from None
         rows = [{"task": rec["task"], "prediction": out["prediction"], "score": float(out["score"]),
                  "detail": json.dumps(out, default=str)} for rec, out in zip(records, outs)]
         return pd.DataFrame(rows, columns=["task", "prediction", "score", "detail"])

@@ -4,7 +4,7 @@
     model.predict("sentiment", ["a gorgeous, witty film"])
     # [{"label": "fresh", "score": 0.93, "scores": {"rotten": 0.07, "fresh": 0.93}}]
     model.predict("define-qa", [("Which word means: ...?", "context ...")])
-    # [{"answer": "...", "score": 7.1, "start": 12, "end": 18}]
+    # [{"answer": "...", "score": 0.62, "logit_score": 7.1, "start": 12, "end": 18}]
 
 This package is self-contained (standard library + torch; transformers and safetensors imported
 when loading; seqeval when token metrics are computed): the MLflow pyfunc ships this directory
@@ -17,7 +17,8 @@ validation reuse it (via bertops.data.tasks).
   record rules) and the registry `TASK_TYPES` / `get_task_type`;
 - features.py: records -> inputs -> features, dispatched on the task type;
 - model.py: the encoder + heads `MultiTaskModel`, `collate`;
-- serving.py: `predict_rows`, a request of rows of mixed tasks predicted in batches (MLflow pyfunc).
+- serving.py: `predict_rows`, a request of rows of mixed tasks predicted in batches (MLflow pyfunc),
+  after `check_rows` refuses a malformed request (RequestError naming row, column and rule).
 
 The model part imports torch; it is loaded on first use of its names, so importing the spec
 and the registry (as bertops.config does) stays cheap.
@@ -26,7 +27,15 @@ and the registry (as bertops.config does) stays cheap.
 from __future__ import annotations
 
 from .features import encode, encode_records, gold_label, normalize_input, record_input
-from .serving import DEFAULT_BATCH_SIZE, predict_rows
+from .serving import (
+    DEFAULT_BATCH_SIZE,
+    MAX_REQUEST_CHARS,
+    MAX_ROWS_PER_REQUEST,
+    MAX_TEXT_CHARS,
+    RequestError,
+    check_rows,
+    predict_rows,
+)
 from .spec import IGNORE_INDEX, TaskSpec, label_str
 from .task_types import TASK_TYPES, TaskType, get_task_type, register_task_type
 
@@ -42,6 +51,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "IGNORE_INDEX", "TASK_TYPES", "TaskSpec", "TaskType", "encode", "encode_records",
+__all__ = ["DEFAULT_BATCH_SIZE", "IGNORE_INDEX", "MAX_REQUEST_CHARS", "MAX_ROWS_PER_REQUEST", "MAX_TEXT_CHARS",
+           "TASK_TYPES", "RequestError", "TaskSpec", "TaskType", "check_rows", "encode", "encode_records",
            "get_task_type", "gold_label", "label_str", "normalize_input", "predict_rows", "record_input",
            "register_task_type", *_MODEL_NAMES]
