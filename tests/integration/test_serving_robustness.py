@@ -80,6 +80,9 @@ MALFORMED = [
         ["sentiment", "y" * MAX_TEXT_CHARS, None]] * (MAX_REQUEST_CHARS // MAX_TEXT_CHARS + 1)}},
      ["MAX_REQUEST_CHARS", f"row {MAX_REQUEST_CHARS // MAX_TEXT_CHARS}"]),
     ("not JSON", b"{not json", ["valid JSON"]),
+    ("CSV pandas cannot parse", ("text/csv", b'task,text\n"unterminated,x\n'), ["Failed to parse input", "CSV"]),
+    ("CSV without text", ("text/csv", b"task,text\nsentiment\n"), ["row 0", "text is missing"]),
+    ("Parquet that is not Parquet", ("application/vnd.apache.parquet", b"garbage"), ["Failed to parse input"]),
     ("no dataframe key", {"rows": [GOOD[0]]}, ["dataframe_split"]),
 ]
 LEAKS = re.compile(r'Traceback|stack_trace|File "|site-packages|/work/|/tmp/|\w\.py\b')  # a trace, a server path
@@ -96,8 +99,10 @@ def _free_port() -> int:
 
 
 def _post(url: str, body, timeout: float = 60) -> tuple[int, str]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url + "/invocations", data=data, headers={"Content-Type": "application/json"})
+    """body: a JSON value, raw JSON bytes, or (content type, raw bytes)."""
+    ctype, data = body if isinstance(body, tuple) else ("application/json", body)
+    data = data if isinstance(data, bytes) else json.dumps(data).encode()
+    req = urllib.request.Request(url + "/invocations", data=data, headers={"Content-Type": ctype})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read().decode()

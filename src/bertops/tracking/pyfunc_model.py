@@ -18,6 +18,9 @@ before any forward pass with an MlflowException INVALID_PARAMETER_VALUE, which t
 server (`mlflow models serve`, `bertops serve`) answers with HTTP 400 and a JSON body
 {"error_code", "message"} naming the row, the column and the rule. Any other failure is logged
 here with its traceback and answered 500 with a short message, no stack trace or server paths.
+A CSV or Parquet body that pandas cannot parse is refused by the scoring server itself, before
+this model runs, with a 400 whose body carries a `stack_trace` (server file paths);
+`_quiet_scoring_server_errors` turns that off in the serving process.
 
 The model dir is one multi-task model, or (finetune.mode single_task) one model per task under
 it with a manifest naming each task's sub-directory: each row goes to its task's model.
@@ -25,8 +28,10 @@ it with a manifest naming each task's sub-directory: each row goes to its task's
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import sys
 from pathlib import Path
 
 import mlflow
@@ -57,9 +62,26 @@ def load_models(model_dir) -> dict:
     return {task: model for task in model.tasks}
 
 
+def _quiet_scoring_server_errors() -> None:
+    """In the scoring server's process (`mlflow models serve` imports it before it loads the model),
+    make its own input-parsing errors (unparseable CSV/Parquet) leave the traceback out of the
+    response body: the client gets the message, not server file paths. MLflow 3's
+    `_handle_serving_error(message, code, include_traceback=True)` is the one place that adds it;
+    if a later MLflow lacks it, nothing is changed (tests/integration/test_serving_robustness.py
+    sends such a body and fails if a trace comes back)."""
+    server = sys.modules.get("mlflow.pyfunc.scoring_server")
+    handler = getattr(server, "_handle_serving_error", None)
+    if handler is None or getattr(handler, "_bertops_quiet", False):
+        return
+    quiet = functools.partial(handler, include_traceback=False)
+    quiet._bertops_quiet = True  # type: ignore[attr-defined]
+    server._handle_serving_error = quiet
+
+
 class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.models = load_models(context.artifacts["model_dir"])
+        _quiet_scoring_server_errors()
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         # batched: rows grouped by task, DEFAULT_BATCH_SIZE features per forward pass, row order kept;
