@@ -217,3 +217,31 @@ def test_a_server_fault_is_a_500_without_trace_or_paths(server, monkeypatch):
     assert err.value.get_http_status_code() == 500
     body = err.value.serialize_as_json()
     assert "internal error while predicting (RuntimeError)" in body and not _leaks(body), body
+
+
+def test_bench_serving_prints_the_table(server, capsys):
+    """bench/serving.py, bounded to a few requests, on the saved model: one row per path with
+    latency, throughput and size (it starts and stops its own server)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "serving.py"
+    spec = importlib.util.spec_from_file_location("bench_serving", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    import torch
+
+    env, threads = dict(os.environ), torch.get_num_threads()  # main sets both for its process: restore
+    os.environ["MLFLOW_TRACKING_URI"] = (server[3].parent / "mlruns").as_uri()
+    try:
+        assert bench.main(["--model", f"tiny={server[3]}", "--requests", "5", "--batch", "4", "--batches", "2",
+                           "--warmup", "1"]) == 0
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        torch.set_num_threads(threads)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny |")]
+    assert [line.split("|")[2].strip() for line in lines] == ["pyfunc", "http"]
+    for line in lines:
+        p50, p95, rate, size = (float(x) for x in line.split("|")[3:7])
+        assert 0 < p50 <= p95 and rate > 0 and size > 0
