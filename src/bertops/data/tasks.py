@@ -27,14 +27,14 @@ from bertops.model.multitask import (  # re-exported: see __all__
     normalize_input,
     record_input,
 )
-from bertops.model.multitask.task_types.span import best_span, encode_qa, postprocess_qa
+from bertops.model.multitask.task_types.span import best_span, postprocess_qa
 from bertops.model.multitask.task_types.token import bio_tags, word_tags
 
 if TYPE_CHECKING:
     from bertops.config import TaskParams
 
 __all__ = [
-    "IGNORE_INDEX", "TaskSpec", "best_span", "bio_tags", "encode", "encode_qa", "encode_records", "get_task_type",
+    "IGNORE_INDEX", "TaskSpec", "best_span", "bio_tags", "encode", "encode_records", "get_task_type",
     "gold_label", "label_str", "load_records", "normalize_input", "postprocess_qa", "record_input", "word_tags",
 ]
 

