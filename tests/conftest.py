@@ -48,3 +48,11 @@ def fetch_data(params, out: Path) -> Path:
 
     fetch.main(params.model_copy(update={"data": params.data.model_copy(update={"dir": str(out)})}))
     return out
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT encoder directory (tests.helpers.write_tiny_encoder, 64 positions), one per module."""
+    from tests.helpers import write_tiny_encoder
+
+    return write_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"), max_position_embeddings=64)

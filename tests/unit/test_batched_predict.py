@@ -22,7 +22,6 @@ from bertops.model.multitask import (
     check_rows,
     predict_rows,
 )
-from tests.helpers import write_tiny_encoder
 
 TASK_PARAMS = {
     "sent": TaskParams(type="sequence_classification", path="x", text_fields=["text"], labels=["neg", "mid", "pos"],
@@ -87,11 +86,6 @@ class PassCounter:
 
     def __exit__(self, *exc):
         self.handle.remove()
-
-
-@pytest.fixture(scope="module")
-def encoder_dir(tmp_path_factory):
-    return write_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"), max_position_embeddings=64)
 
 
 def per_row(models: dict, rows: list[dict]) -> list[dict]:

@@ -13,7 +13,6 @@ from bertops.config import TaskParams
 from bertops.data import tasks as T
 from bertops.model.multitask import FEATURE_LAYERS, HEADS_NAME, MultiTaskModel, collate
 from bertops.train.finetune import MultiTaskBatches, task_sampling_probs
-from tests.helpers import write_tiny_encoder
 
 TASK_PARAMS = {
     "sent": TaskParams(type="sequence_classification", path="x", text_fields=["text"], labels=["neg", "pos"],
@@ -31,11 +30,6 @@ INPUTS = {
     "qa": [("what?", "one two three four five six seven eight nine ten eleven twelve thirteen"),
            ("who?", "Ann did")],
 }
-
-
-@pytest.fixture(scope="module")
-def encoder_dir(tmp_path_factory):
-    return write_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"), max_position_embeddings=64)
 
 
 def _batch(model, task):

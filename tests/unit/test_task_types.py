@@ -25,7 +25,6 @@ from bertops.evaluate import baselines
 from bertops.evaluate.metrics import primary_metric, task_metrics, task_score
 from bertops.model.multitask import MultiTaskModel, collate, get_task_type, register_task_type
 from bertops.model.multitask.task_types import TASK_TYPES, unregister_task_type
-from tests.helpers import write_tiny_encoder
 from tests.task_type_regression import TASK_TYPE as REGRESSION
 
 BUILTIN = {"sequence_classification": "sequence", "pair_classification": "pair",
@@ -43,11 +42,6 @@ def regression():
 
 def regression_params(path="x", **kw) -> TaskParams:
     return TaskParams(type="text_regression", path=str(path), text_fields=["text"], label_field="score", **kw)
-
-
-@pytest.fixture(scope="module")
-def encoder_dir(tmp_path_factory):
-    return write_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"), max_position_embeddings=64)
 
 
 def test_builtin_types_are_registered_from_their_modules():
