@@ -30,25 +30,21 @@ log = logging.getLogger(__name__)
 ORCHESTRATOR_ENV = "BERTOPS_ORCHESTRATOR"
 
 
-def process_start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22); None where
-    there is no /proc or no such process."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 (the state) onwards; None where there is no /proc or no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read().decode(errors="replace")
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": field 3 onwards
-    return fields[22 - 3]
+    return stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode(errors="replace")
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].startswith(("Z", "X"))
+def process_start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22); None where
+    there is no /proc or no such process."""
+    fields = _stat_fields(pid)
+    return fields[22 - 3] if fields is not None else None
 
 
 def identity(pid: int | None = None) -> str:
@@ -77,10 +73,12 @@ def is_alive(ident: str) -> bool | None:
         return False
     except PermissionError:  # exists, another user's
         pass
-    if _is_zombie(pid):
+    fields = _stat_fields(pid)  # one read: the state, then the start time
+    if fields is None:
+        return True  # exists (kill said so), no /proc to tell more
+    if fields[0].startswith(("Z", "X")):  # a zombie: ended, not yet reaped
         return False
-    now = process_start_time(pid)
-    return start is None or now is None or now == start  # another start time: the PID was reused
+    return start is None or fields[22 - 3] == start  # another start time: the PID was reused
 
 
 def wait_for_exit(ident: str, poll_seconds: float = 1.0) -> None:
