@@ -22,7 +22,7 @@ from bertops.errors import BertopsError
 
 # `bertops stage NAME` is `python -m bertops.stages NAME` (what dvc.yaml calls): that small module
 # runs a stage without the rest of this CLI, so no stage depends on the other commands' code.
-from bertops.stages.__main__ import STAGES, report_user_errors, run_stage
+from bertops.stages.__main__ import STAGES, report_user_errors, stage_command
 from bertops.stages.__main__ import parse_overrides as _parse_overrides
 
 
@@ -37,13 +37,6 @@ def _cmd_data(args) -> int:
     from bertops.data import fetch
 
     result = fetch.main(check_tasks(_load(args)), force=args.force)
-    print(json.dumps(result, indent=2, default=str))
-    return 0
-
-
-def _cmd_stage(args) -> int:
-    # also writes metrics/NAME.json next to the params file (the project root), what `dvc exp show` compares
-    result = run_stage(args.name, args.params, _parse_overrides(args.set or []))
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -150,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stage", help="run one pipeline stage")
     s.add_argument("name", choices=STAGES)
     common(s)
-    s.set_defaults(func=_cmd_stage)
+    # stage_command also writes metrics/NAME.json next to the params file, what `dvc exp show` compares
+    s.set_defaults(func=stage_command)
 
     pr = sub.add_parser("predict", help="predict with a fine-tuned model")
     pr.add_argument("model_dir")

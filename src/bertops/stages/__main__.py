@@ -58,6 +58,14 @@ def run_stage(name: str, params_file: str | Path = "params.yaml", overrides: dic
     return result
 
 
+def stage_command(args: argparse.Namespace) -> int:
+    """Run stage args.name with args.params and the -S pairs args.set; print its result as JSON
+    (`bertops stage NAME` and `python -m bertops.stages NAME` both)."""
+    result = run_stage(args.name, args.params, parse_overrides(args.set or []))
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
 def report_user_errors(command: Callable[[], int], params_file: str | Path | None = None) -> int:
     """Run `command`; an error meant for people (BertopsError, or parameters that do not fit the
     typed config) is printed as one `bertops: error: ...` message, without a traceback, and gives
@@ -83,13 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
                    help="override a parameter, e.g. -S pretrain.max_steps=50")
     args = p.parse_args(argv)
-
-    def command() -> int:
-        result = run_stage(args.name, args.params, parse_overrides(args.set or []))
-        print(json.dumps(result, indent=2, default=str))
-        return 0
-
-    return report_user_errors(command, args.params)
+    return report_user_errors(lambda: stage_command(args), args.params)
 
 
 if __name__ == "__main__":
