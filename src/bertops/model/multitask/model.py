@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .features import encode, normalize_input
-from .serving import DEFAULT_BATCH_SIZE, predict_rows
+from .serving import DEFAULT_BATCH_SIZE, predict_rows, row_input
 from .spec import IGNORE_INDEX, BertopsError, TaskSpec
 from .task_types import get_task_type
 
@@ -212,14 +212,8 @@ class MultiTaskModel(nn.Module):
         `predict` dict plus "prediction": the label, the space-joined tags, or the answer text,
         and "score" (for tags: the mean over words of the chosen tag's probability).
         """
-        spec = self.tasks.get(task)
-        if spec is None:
-            raise BertopsError(f"unknown task {task!r}; this model has {sorted(self.tasks)}")
-        task_type = get_task_type(spec.type)
-        if task_type.pair_input and text_pair is None:
-            raise BertopsError(f"task {task!r} ({spec.type}) needs text_pair")
-        out = self.predict(task, [(text, text_pair) if task_type.pair_input else text])[0]
-        return task_type.flat(out)
+        out = self.predict(task, [row_input(self, task, text, text_pair)])[0]
+        return get_task_type(self.tasks[task].type).flat(out)
 
     def predict_rows(self, rows: Sequence[dict], batch_size: int = DEFAULT_BATCH_SIZE) -> list[dict]:
         """`predict_one` for every row of a request ({"task", "text", "text_pair"}), batched:
