@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from bertops.model.multitask import MAX_REQUEST_CHARS, MAX_ROWS_PER_REQUEST, MAX_TEXT_CHARS
+from tests.helpers import free_port, wait_http
 from tests.integration.test_served_model import save_served_model
 
 pytestmark = pytest.mark.slow
@@ -92,12 +92,6 @@ def _leaks(text: str) -> list[str]:
     return LEAKS.findall(text)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body, timeout: float = 60) -> tuple[int, str]:
     """body: a JSON value, raw JSON bytes, or (content type, raw bytes)."""
     ctype, data = body if isinstance(body, tuple) else ("application/json", body)
@@ -117,22 +111,17 @@ def server(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("serve")
     model, mlmodel = save_served_model(tmp)
-    port = _free_port()
+    port = free_port()
     cmd, env = serve_command(Namespace(model_uri=str(mlmodel), host="127.0.0.1", port=port))
     env["MLFLOW_TRACKING_URI"] = (tmp / "mlruns").as_uri()  # nothing written to the project
     log = open(tmp / "server.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "server did not answer /ping in 120 s"
-            try:
-                with urllib.request.urlopen(url + "/ping", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.3)
+        try:
+            wait_http(url + "/ping", timeout=120, proc=proc)
+        except (RuntimeError, TimeoutError) as e:
+            pytest.fail(f"{e}\n{(tmp / 'server.log').read_text()[-3000:]}")
         yield url, model, proc, mlmodel
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # mlflow's CLI and the uvicorn it started
