@@ -11,13 +11,12 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from bertops.config import TaskParams
 from bertops.data.tasks import TaskSpec
 from bertops.model.multitask import DEFAULT_BATCH_SIZE, MultiTaskModel
 from tests.helpers import write_tiny_encoder
-from tests.unit.test_batched_predict import mixed_request
+from tests.unit.test_batched_predict import build, mixed_request
 
 TASKS = {  # "sentiment": the name register's input example uses
     "sentiment": TaskParams(type="sequence_classification", path="x", text_fields=["text"], labels=["neg", "pos"]),
@@ -53,12 +52,8 @@ def build_served_model(tmp_path) -> MultiTaskModel:
     """The four-task test model (seed 2, weights redrawn at sd 0.4 so answers differ between rows),
     saved in tmp_path/"model" as finetune saves it."""
     encoder = write_tiny_encoder(tmp_path / "encoder", max_position_embeddings=64)
-    torch.manual_seed(2)  # a seed under which every task gives more than one answer
-    model = MultiTaskModel.build(encoder, [TaskSpec.from_params(n, tp) for n, tp in TASKS.items()]).eval()
-    with torch.no_grad():  # answers that differ between rows (see test_batched_predict.build)
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
-                module.weight.normal_(0.0, 0.4)
+    # seed 2: a seed under which every task gives more than one answer
+    model = build(encoder, 2, specs=[TaskSpec.from_params(n, tp) for n, tp in TASKS.items()])
     model.save_pretrained(tmp_path / "model")
     return model
 

@@ -58,12 +58,12 @@ def mixed_request(n: int, seed: int = 0) -> list[dict]:
     return [_row(rng, rng.choice(list(TASK_PARAMS))) for _ in range(n)]
 
 
-def build(encoder_dir, seed: int, **kwargs) -> MultiTaskModel:
+def build(encoder_dir, seed: int, specs: list[T.TaskSpec] = SPECS, **kwargs) -> MultiTaskModel:
     """A random model whose answers depend on the input: weights drawn with sd 0.4 (BERT's 0.02
     makes a tiny random encoder's [CLS] almost the same for every text, so every row would get the
     same label, and a batching bug that swaps rows would go unseen)."""
     torch.manual_seed(seed)
-    model = MultiTaskModel.build(encoder_dir, SPECS, **kwargs).eval()
+    model = MultiTaskModel.build(encoder_dir, specs, **kwargs).eval()
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
