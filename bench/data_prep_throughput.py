@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     import datasets
 
     datasets.disable_progress_bars()
+    floor_name, encode_name = "floor: tokenizers encode_batch", "encode: tokenizer(texts)"
     with tempfile.TemporaryDirectory() as tmp:
         hf = load_tokenizer(save_tokenizer(tok, Path(tmp) / "tokenizer", tp.lowercase))
 
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
             out = fn(*a)
             return (time.perf_counter() - t, time.process_time() - c), out
 
-        jobs = {"floor: tokenizers encode_batch": (floor,), "encode: tokenizer(texts)": (encode,)}
+        jobs = {floor_name: (floor,), encode_name: (encode,)}
         jobs |= {f"prepare dupe_factor={d}": (prepare, d) for d in dupe_factors}
         times: dict[str, list[tuple[float, float]]] = {k: [] for k in jobs}
         results = {}
@@ -94,10 +95,9 @@ def main(argv=None) -> int:
                 dt, results[name] = timed(fn, *a)
                 if run:
                     times[name].append(dt)
-    corpus_tokens = results["encode: tokenizer(texts)"]
-    if results["floor: tokenizers encode_batch"] != corpus_tokens:
-        print(f"  note: the floor saw {results['floor: tokenizers encode_batch']} tokens, encode {corpus_tokens}")
-    floor_name, encode_name = "floor: tokenizers encode_batch", "encode: tokenizer(texts)"
+    corpus_tokens = results[encode_name]
+    if results[floor_name] != corpus_tokens:
+        print(f"  note: the floor saw {results[floor_name]} tokens, encode {corpus_tokens}")
     med = {name: statistics.median(t for t, _ in ts) for name, ts in times.items()}
     cpu = {name: statistics.median(c for _, c in ts) for name, ts in times.items()}
     threads = os.environ.get("RAYON_NUM_THREADS", f"all {os.cpu_count()}")
