@@ -31,10 +31,6 @@ TAGS_SAME_LENGTH = "tokens_tags_same_length"
 BIO_TAGS = "bio_tags"
 
 
-def _is_tag_set(names: Sequence[str]) -> bool:
-    return all(n == "O" or n[:2] in ("B-", "I-") for n in names)
-
-
 def bio_tags(labels: Sequence[Any]) -> list[str]:
     """Tag set of a token task: entity types [class, method] -> [O, B-class, I-class, B-method, I-method].
 
@@ -42,18 +38,15 @@ def bio_tags(labels: Sequence[Any]) -> list[str]:
     (datasets with integer tags, e.g. conll2003, index into it).
     """
     names = [label_str(x) for x in labels]
-    if _is_tag_set(names):
+    if all(n == "O" or n[:2] in ("B-", "I-") for n in names):  # already a tag set
         return names
     return ["O"] + [f"{p}-{n}" for n in names for p in ("B", "I")]
 
 
 def declared_entity_types(labels: Sequence[Any]) -> set[str]:
     """Entity types of a token task, whether params list types ([class, method]) or a BIO tag set
-    ([O, B-class, I-class])."""
-    names = [str(x) for x in labels]
-    if _is_tag_set(names):
-        return {n[2:] for n in names if n != "O"}
-    return set(names)
+    ([O, B-class, I-class]): the types of the tag set the model is built with (`bio_tags`)."""
+    return {tag[2:] for tag in bio_tags(labels) if tag != "O"}
 
 
 def word_tags(word_ids: Sequence[int], tag_ids: Sequence[int], labels: Sequence[str], n_words: int) -> list[str]:
