@@ -228,8 +228,8 @@ def main(argv=None) -> dict:
                 else f"CPU, {torch.get_num_threads()} threads")
     if args.peak_tflops:
         sheet, sheet_label = args.peak_tflops, "given with --peak-tflops"
-    elif device.type == "cuda" and datasheet_peak_tflops(dev_name, math_kind):
-        sheet, sheet_label = datasheet_peak_tflops(dev_name, math_kind)
+    elif device.type == "cuda" and (found := datasheet_peak_tflops(dev_name, math_kind)):
+        sheet, sheet_label = found
     else:
         sheet, sheet_label = None, "not known for this device (give --peak-tflops)"
     stock_flops = model_flops_per_token(config, args.seq_len)
