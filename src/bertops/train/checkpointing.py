@@ -134,22 +134,24 @@ def resume_state(fingerprint: str) -> dict:
     return {"fingerprint": fingerprint, "rng": rng_state()}
 
 
-def find_resume_checkpoint(ckpt_dir: Path, fingerprint: str) -> tuple[Path | None, int]:
-    """(last.ckpt, its global step) if it was made by a run with the same settings and data; else
-    (None, 0), and the stale checkpoints are removed so they cannot mix with the new run's."""
+def find_resume_checkpoint(ckpt_dir: Path, fingerprint: str) -> tuple[Path | None, int, list[dict]]:
+    """(last.ckpt, its global step, the CSV log rows it carries (CsvLogInCheckpoint)) if it was made
+    by a run with the same settings and data; else (None, 0, []), and the stale checkpoints are
+    removed so they cannot mix with the new run's."""
     last = ckpt_dir / "last.ckpt"
     if not last.exists():
-        return None, 0
+        return None, 0, []
     try:
         saved = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
-        if saved.get(STATE_KEY, {}).get("fingerprint") == fingerprint:
-            return last, int(saved["global_step"])
+        state = saved.get(STATE_KEY, {})
+        if state.get("fingerprint") == fingerprint:
+            return last, int(saved["global_step"]), state.get("csv_log") or []
         log.warning("%s was made with other settings or data: starting over", last)
     except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as e:  # unreadable: start over
         log.warning("cannot read %s (%s): starting over", last, e)
     if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:  # DDP ranks re-run this
         shutil.rmtree(ckpt_dir)
-    return None, 0
+    return None, 0, []
 
 
 # ---- the training log, kept with the checkpoint ---------------------------------------------
@@ -184,16 +186,13 @@ class CsvLogInCheckpoint(L.Callback):
         checkpoint.setdefault(STATE_KEY, {})["csv_log"] = read_csv_rows(self.path)
 
 
-def logged_rows_before(csv_path: Path, checkpoint: Path | None, step: int) -> list[dict]:
-    """The rows a run resuming from `checkpoint` at `step` keeps: those logged before that step, from
-    the log file if it still has them, else from the checkpoint (CsvLogInCheckpoint). A periodic
-    checkpoint is saved before the row of its own last batch is logged; only the file has that row."""
-    if checkpoint is None:
-        return []
+def logged_rows_before(csv_path: Path, saved_rows: list[dict], step: int) -> list[dict]:
+    """The rows a run resuming at `step` keeps: those logged before that step, from the log file if
+    it still has them, else from the checkpoint's copy `saved_rows` (find_resume_checkpoint; a run
+    starting afresh has step 0, so it keeps none). A periodic checkpoint is saved before the row of
+    its own last batch is logged; only the file has that row."""
     from_file = read_csv_rows(csv_path, max_step=step)
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    from_checkpoint = [r for r in saved.get(STATE_KEY, {}).get("csv_log") or []
-                       if r.get("step") and int(float(r["step"])) < step]
+    from_checkpoint = [r for r in saved_rows if r.get("step") and int(float(r["step"])) < step]
     return from_file if len(from_file) >= len(from_checkpoint) else from_checkpoint
 
 

@@ -110,7 +110,7 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
 
     fingerprint = _fingerprint(params, dataset, tokenizer)
     ckpt_dir = out_dir / "checkpoints"
-    resume, started_step = find_resume_checkpoint(ckpt_dir, fingerprint) if p.resume else (None, 0)
+    resume, started_step, saved_log = find_resume_checkpoint(ckpt_dir, fingerprint) if p.resume else (None, 0, [])
 
     L.seed_everything(params.seed, workers=True, verbose=False)
     module = BertPretrainingModule(
@@ -151,7 +151,7 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
     if resume is not None:
         rank_zero_info(f"resuming from {resume} at step {started_step}")
     # Lightning's CSV logger starts its file afresh; keep the rows of the interrupted run.
-    earlier = {path: logged_rows_before(path, resume, started_step) for path in csv_logs}
+    earlier = {path: logged_rows_before(path, saved_log, started_step) for path in csv_logs}
     t0 = time.perf_counter()
     with warnings.catch_warnings(), sigterm_exits_nonzero():
         # Lightning cannot see that our sampler resumes mid-epoch by itself (see module docstring).
