@@ -20,7 +20,6 @@ from bertops.model.multitask.task_types import get_task_type
 from bertops.model.multitask.task_types._classification import (  # noqa: F401  (re-exported)
     classification_metrics,
     confusion_matrix,
-    label_key,
 )
 from bertops.model.multitask.task_types.span import (  # noqa: F401  (re-exported)
     normalize_answer,
