@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -106,3 +107,26 @@ def project_env(project: Path) -> dict[str, str]:
             "BERTOPS_TRACKING": "on", "DVC_NO_ANALYTICS": "1",
             # Prefect's temporary server gives up after 20 s by default: too short on busy shared CPUs
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+
+
+def _flows_modules() -> list[str]:
+    return [m for m in sys.modules if m == "flows" or m.startswith("flows.")]
+
+
+@contextlib.contextmanager
+def fake_flow_project(root: Path, monkeypatch, pipeline_py: str, params_yaml: str):
+    """`root` made to look like a bertops project (flows/pipeline.py = pipeline_py, an empty dvc.yaml,
+    params.yaml = params_yaml), importable as `flows` while in use: the repository's own flows package
+    (other tests may have imported it) is out of sys.modules, and this fake one is removed again at
+    exit, so that monkeypatch's undo brings the repository's back (test_flow must not get the fake)."""
+    (root / "flows").mkdir(parents=True)
+    (root / "flows" / "__init__.py").write_text("")
+    (root / "flows" / "pipeline.py").write_text(pipeline_py)
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "params.yaml").write_text(params_yaml)
+    for name in _flows_modules():
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield root
+    for name in _flows_modules():
+        del sys.modules[name]

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from bertops import cli
+from tests.helpers import fake_flow_project
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,23 +35,11 @@ def pipeline(overrides=None):
 @pytest.fixture
 def fake_project(tmp_path, monkeypatch):
     """A directory that looks like a bertops project; its flows.pipeline records its call."""
-    root = tmp_path / "project"
-    (root / "flows").mkdir(parents=True)
-    (root / "flows" / "__init__.py").write_text("")
-    (root / "flows" / "pipeline.py").write_text(FAKE_FLOW)
-    (root / "dvc.yaml").write_text("stages: {}\n")
-    (root / "params.yaml").write_text("seed: 1\n")
-    (root / "src" / "deep" / "er").mkdir(parents=True)
     record = tmp_path / "record.json"
     monkeypatch.setenv("FAKE_FLOW_RECORD", str(record))
-    # the repository's own flows package may already be imported by other tests
-    for name in [m for m in sys.modules if m == "flows" or m.startswith("flows.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    yield root, record
-    # the fake flows package must not stay imported: test_flow would get it instead of the repository's
-    for name in [m for m in sys.modules if m == "flows" or m.startswith("flows.")]:
-        del sys.modules[name]
+    with fake_flow_project(tmp_path / "project", monkeypatch, FAKE_FLOW, "seed: 1\n") as root:
+        (root / "src" / "deep" / "er").mkdir(parents=True)
+        yield root, record
 
 
 def test_project_root_is_found_from_a_subdirectory():

@@ -16,6 +16,7 @@ import yaml
 
 from bertops import cli
 from bertops.stages.__main__ import STAGES
+from tests.helpers import fake_flow_project
 
 REPO = Path(__file__).resolve().parents[2]
 BAD_TASK = "tasks:\n  t:\n    type: text_regression\n    path: x\n    text_fields: [text]\n"
@@ -65,23 +66,13 @@ def test_loading_parameters_for_a_stage_imports_neither_the_cli_nor_the_task_typ
 @pytest.fixture
 def recording_project(tmp_path, monkeypatch):
     """A bertops project with a bad task whose flow only records that it ran."""
-    root = tmp_path / "project"
-    (root / "flows").mkdir(parents=True)
-    (root / "flows" / "__init__.py").write_text("")
-    (root / "flows" / "pipeline.py").write_text(
-        "import os\nfrom pathlib import Path\n\nclass StageFailed(RuntimeError):\n    pass\n\n"
-        "def pipeline(overrides=None):\n    Path(os.environ['FAKE_FLOW_RECORD']).write_text('ran')\n")
-    (root / "dvc.yaml").write_text("stages: {}\n")
-    (root / "params.yaml").write_text(BAD_TASK)
+    flow = ("import os\nfrom pathlib import Path\n\nclass StageFailed(RuntimeError):\n    pass\n\n"
+            "def pipeline(overrides=None):\n    Path(os.environ['FAKE_FLOW_RECORD']).write_text('ran')\n")
     record = tmp_path / "record"
     monkeypatch.setenv("FAKE_FLOW_RECORD", str(record))
-    for name in [m for m in sys.modules if m == "flows" or m.startswith("flows.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.chdir(root)
-    yield root, record
-    for name in [m for m in sys.modules if m == "flows" or m.startswith("flows.")]:
-        del sys.modules[name]  # this project's flows package: not the repository's
+    with fake_flow_project(tmp_path / "project", monkeypatch, flow, BAD_TASK) as root:
+        monkeypatch.chdir(root)
+        yield root, record
 
 
 def test_run_refuses_a_wrong_task_before_any_stage(recording_project, capsys):
