@@ -132,7 +132,7 @@ def run(params: Params) -> dict:
         if "majority" in ep.baselines:
             runs["majority"] = [_majority_run(task_params, specs, ep.split)]
 
-        primary = {t: _primary(specs[t]) for t in tasks}
+        primary = {t: primary_metric(specs[t].type, specs[t].metric) for t in tasks}
         task_types = {t: specs[t].type for t in tasks}
         task_metric = {t: specs[t].metric for t in tasks}
         aggregates = {name: report.aggregate_runs(rs, task_types, task_metric) for name, rs in runs.items()}
@@ -245,10 +245,6 @@ def _limited_task_params(params: Params, tasks: list[str], data_dir: Path) -> di
             (dst / "train.jsonl").symlink_to((src / "train.jsonl").resolve())
         out[t] = tp.model_copy(update={"path": str(dst)})
     return out
-
-
-def _primary(spec: TaskSpec) -> str:
-    return primary_metric(spec.type, spec.metric)
 
 
 def _find_csvs(run_dir: Path) -> list[Path]:
