@@ -11,7 +11,7 @@ import yaml
 from bertops.config import load_params
 from bertops.errors import BertopsError
 from bertops.stages import headline
-from tests.unit.test_dvc_deps import REPO
+from tests.helpers import REPO
 
 
 def _write(path, obj):
