@@ -50,11 +50,8 @@ TINY = {
 }
 
 
-_env = project_env
-
-
 def _run(cmd: list[str], project: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=project, env=_env(project), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=project, env=project_env(project), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
@@ -171,7 +168,7 @@ def test_served_champion_answers_every_task_type(projects):
     dvc_proj, _ = projects
     port = free_port()
     server = subprocess.Popen([venv_bin("bertops"), "serve", "--port", str(port)], cwd=dvc_proj,
-                              env=_env(dvc_proj), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env=project_env(dvc_proj), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", timeout=120, proc=server)
         rows = ROWS
