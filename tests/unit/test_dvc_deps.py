@@ -32,18 +32,13 @@ def module_file(name: str) -> Path | None:
     return None
 
 
-def imported_names(path: Path, module: str, only_functions: frozenset[str] | None = None) -> set[str]:
-    """Dotted names a module imports (`from a import b` gives `a` and `a.b`), relative ones resolved.
-    With only_functions: its module-level imports and those inside the functions named."""
+def imported_names(path: Path, module: str) -> set[str]:
+    """Dotted names a module imports anywhere in it (`from a import b` gives `a` and `a.b`), relative
+    ones resolved."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    if only_functions is None:
-        nodes = list(ast.walk(tree))
-    else:
-        nodes = list(tree.body) + [n for top in tree.body if isinstance(top, ast.FunctionDef)
-                                   and top.name in only_functions for n in ast.walk(top)]
     names: set[str] = set()
-    for node in nodes:
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -64,7 +59,7 @@ def _with_parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
-def transitive_files(roots: list[str], only_functions: dict[str, frozenset[str]] | None = None) -> set[Path]:
+def transitive_files(roots: list[str]) -> set[Path]:
     """Source files of `roots` and of every bertops module they import, transitively."""
     seen: set[str] = set()
     files: set[Path] = set()
@@ -78,7 +73,7 @@ def transitive_files(roots: list[str], only_functions: dict[str, frozenset[str]]
         if path is None:
             continue
         files.add(path)
-        for imported in imported_names(path, name, (only_functions or {}).get(name)):
+        for imported in imported_names(path, name):
             todo.extend(_with_parents(imported))
     return {f for f in files if not _inert_init(f)}
 
