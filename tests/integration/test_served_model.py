@@ -6,7 +6,6 @@ running the request in batches (one encoder pass per batch of a task's features,
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ from bertops.config import TaskParams
 from bertops.data.tasks import TaskSpec
 from bertops.model.multitask import DEFAULT_BATCH_SIZE, MultiTaskModel
 from tests.helpers import write_tiny_encoder
-from tests.unit.test_batched_predict import build, mixed_request
+from tests.unit.test_batched_predict import build, expected_passes, mixed_request
 
 TASKS = {  # "sentiment": the name register's input example uses
     "sentiment": TaskParams(type="sequence_classification", path="x", text_fields=["text"], labels=["neg", "pos"]),
@@ -35,17 +34,6 @@ NAMES = {"sent": "sentiment", "pair": "wic", "ner": "ner", "qa": "qa"}
 ROWS += [{"task": NAMES[r["task"]], "text": r["text"],
           "text_pair": r["text_pair"] if isinstance(r["text_pair"], str) else None}
          for r in mixed_request(60, seed=11)]
-
-
-def _encoder_passes(model: MultiTaskModel, rows: list[dict]) -> int:
-    """sum over tasks of ceil(features / DEFAULT_BATCH_SIZE): what a batched request costs."""
-    total = 0
-    for task, spec in model.tasks.items():
-        inputs = [(r["text"], r["text_pair"]) if spec.task_type.pair_input else r["text"]
-                  for r in rows if r["task"] == task]
-        inputs = [spec.task_type.normalize_input(spec, x) for x in inputs]
-        total += math.ceil(len(spec.task_type.encode(model.tokenizer, spec, inputs)) / DEFAULT_BATCH_SIZE)
-    return total
 
 
 def build_served_model(tmp_path) -> MultiTaskModel:
@@ -74,7 +62,7 @@ def test_saved_mlflow_model_serves_every_task_type_without_bertops(tmp_path):
     model, _ = save_served_model(tmp_path)
     expected = [model.predict_one(r["task"], r["text"], r["text_pair"]) for r in ROWS]  # row by row
     assert all(len({e["prediction"] for e, r in zip(expected, ROWS) if r["task"] == t}) > 1 for t in TASKS)
-    passes = _encoder_passes(model, ROWS)
+    passes = expected_passes(model, ROWS, DEFAULT_BATCH_SIZE)
     assert passes < len(ROWS) / 4
     code = sorted(p.relative_to(tmp_path / "mlmodel" / "code").as_posix()
                   for p in (tmp_path / "mlmodel" / "code").rglob("*.py"))

@@ -159,16 +159,22 @@ def test_qa_windows_are_batched_and_reduced_per_example(encoder_dir):
     assert_same(out, per_row({"qa": model}, rows), rows)
 
 
-def test_mixed_request_passes_are_per_task_ceilings(encoder_dir):
-    model = build(encoder_dir, seed=2)
-    rows = mixed_request(120, seed=5)
-    expected = 0
-    for task in TASK_PARAMS:
-        spec = model.tasks[task]
+def expected_passes(model: MultiTaskModel, rows: list[dict], batch_size: int) -> int:
+    """What a batched request costs: the sum over tasks of ceil(features / batch_size)."""
+    total = 0
+    for task, spec in model.tasks.items():
         inputs = [(r["text"], r["text_pair"]) if spec.task_type.pair_input else r["text"]
                   for r in rows if r["task"] == task]
         inputs = [T.normalize_input(spec, x) for x in inputs]
-        expected += math.ceil(len(T.encode(model.tokenizer, spec, inputs)) / 32)
+        total += math.ceil(len(T.encode(model.tokenizer, spec, inputs)) / batch_size)
+    return total
+
+
+def test_mixed_request_passes_are_per_task_ceilings(encoder_dir):
+    model = build(encoder_dir, seed=2)
+    rows = mixed_request(120, seed=5)
+    assert {r["task"] for r in rows} == set(model.tasks)
+    expected = expected_passes(model, rows, 32)
     with PassCounter(model) as passes:
         model.predict_rows(rows, batch_size=32)
     assert passes.n == expected < len(rows) / 2
