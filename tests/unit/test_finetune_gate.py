@@ -73,5 +73,20 @@ def test_gate_fraction_must_leave_both_parts():
 
 
 def test_the_served_model_reads_the_same_single_task_manifest():
+    from bertops.model.multitask import layout
+
     pyfunc_model = pytest.importorskip("bertops.tracking.pyfunc_model")
-    assert pyfunc_model.SINGLE_TASK_MANIFEST == SINGLE_TASK_MANIFEST
+    assert pyfunc_model.single_task_dirs is layout.single_task_dirs
+    assert SINGLE_TASK_MANIFEST is layout.SINGLE_TASK_MANIFEST  # what finetune writes
+
+
+def test_task_model_dir_follows_the_single_task_manifest(tmp_path):
+    from bertops.errors import BertopsError
+    from bertops.model.multitask.layout import single_task_dirs, task_model_dir
+
+    assert single_task_dirs(tmp_path) is None and task_model_dir(tmp_path, "wic") == tmp_path
+    (tmp_path / SINGLE_TASK_MANIFEST).write_text('{"models": {"wic": "w", "topic": "t"}}')
+    assert single_task_dirs(tmp_path) == {"wic": tmp_path / "w", "topic": tmp_path / "t"}
+    assert task_model_dir(tmp_path, "wic") == tmp_path / "w"
+    with pytest.raises(BertopsError, match="no model for task 'qa'"):
+        task_model_dir(tmp_path, "qa")

@@ -32,7 +32,6 @@ import functools
 import json
 import logging
 import sys
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -40,25 +39,20 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
 try:  # inside the project
-    from bertops.model.multitask import DEFAULT_BATCH_SIZE, MultiTaskModel, RequestError, predict_rows
+    from bertops.model.multitask import DEFAULT_BATCH_SIZE, MultiTaskModel, RequestError, predict_rows, single_task_dirs
 except ImportError:  # inside a logged model: code_paths puts the multitask package on sys.path
-    from multitask import DEFAULT_BATCH_SIZE, MultiTaskModel, RequestError, predict_rows
+    from multitask import DEFAULT_BATCH_SIZE, MultiTaskModel, RequestError, predict_rows, single_task_dirs
 
 _log = logging.getLogger(__name__)
 
 
-# written by bertops.train.finetune in single_task mode: {"models": {task: sub-directory}}
-SINGLE_TASK_MANIFEST = "single_task.json"
-
-
 def load_models(model_dir) -> dict:
-    """{task: the MultiTaskModel that serves it} for either layout of a fine-tuned model dir."""
-    root = Path(model_dir)
-    manifest = root / SINGLE_TASK_MANIFEST
-    if manifest.exists():
-        subdirs = json.loads(manifest.read_text(encoding="utf-8"))["models"]
-        return {task: MultiTaskModel.from_pretrained(root / sub).eval() for task, sub in subdirs.items()}
-    model = MultiTaskModel.from_pretrained(root).eval()
+    """{task: the MultiTaskModel that serves it} for either layout of a fine-tuned model dir
+    (multitask.layout; single_task mode names its per-task models in SINGLE_TASK_MANIFEST)."""
+    dirs = single_task_dirs(model_dir)
+    if dirs is not None:
+        return {task: MultiTaskModel.from_pretrained(d).eval() for task, d in dirs.items()}
+    model = MultiTaskModel.from_pretrained(model_dir).eval()
     return {task: model for task in model.tasks}
 
 

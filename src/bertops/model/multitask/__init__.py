@@ -17,6 +17,7 @@ validation reuse it (via bertops.data.tasks).
   record rules) and the registry `TASK_TYPES` / `get_task_type`;
 - features.py: records -> inputs -> features, dispatched on the task type;
 - model.py: the encoder + heads `MultiTaskModel`, `collate`;
+- layout.py: which model dir serves a task (one multi-task model, or single_task's per-task models);
 - serving.py: `predict_rows`, a request of rows of mixed tasks predicted in batches (MLflow pyfunc),
   after `check_rows` refuses a malformed request (RequestError naming row, column and rule).
 
@@ -27,6 +28,7 @@ and the registry (as bertops.config does) stays cheap.
 from __future__ import annotations
 
 from .features import encode, encode_records, gold_label, normalize_input, record_input
+from .layout import SINGLE_TASK_MANIFEST, single_task_dirs, task_model_dir
 from .serving import (
     DEFAULT_BATCH_SIZE,
     MAX_REQUEST_CHARS,
@@ -52,6 +54,7 @@ def __getattr__(name: str):
 
 
 __all__ = ["DEFAULT_BATCH_SIZE", "IGNORE_INDEX", "MAX_REQUEST_CHARS", "MAX_ROWS_PER_REQUEST", "MAX_TEXT_CHARS",
-           "TASK_TYPES", "RequestError", "TaskSpec", "TaskType", "check_rows", "encode", "encode_records",
+           "SINGLE_TASK_MANIFEST", "TASK_TYPES", "RequestError", "TaskSpec", "TaskType", "check_rows", "encode",
+           "encode_records",
            "get_task_type", "gold_label", "label_str", "normalize_input", "predict_rows", "record_input",
-           "register_task_type", *_MODEL_NAMES]
+           "register_task_type", "single_task_dirs", "task_model_dir", *_MODEL_NAMES]
