@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import shutil
@@ -130,3 +131,22 @@ def fake_flow_project(root: Path, monkeypatch, pipeline_py: str, params_yaml: st
     yield root
     for name in _flows_modules():
         del sys.modules[name]
+
+
+def imports_of(tree: ast.AST, package: str = "", top_level_only: bool = False) -> list[tuple[int, str]]:
+    """(line, dotted name) of each import in a parsed module: `from a import b` gives `a` and `a.b`;
+    relative imports resolved against `package` (`from .. import tracking` in package bertops.model
+    is bertops.tracking). top_level_only: module-level statements only, not function-level imports."""
+    found = []
+    for node in tree.body if top_level_only else ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - (node.level - 1)] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            found.append((node.lineno, base))
+            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+    return found

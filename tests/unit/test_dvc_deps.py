@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import imports_of
+
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
 LAUNCHER = ["python", "-m", "bertops.stages"]
@@ -37,20 +39,7 @@ def imported_names(path: Path, module: str) -> set[str]:
     ones resolved."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                parts = parts[:len(parts) - (node.level - 1)]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    return names
+    return {name for _, name in imports_of(tree, package)}
 
 
 def _with_parents(name: str) -> list[str]:

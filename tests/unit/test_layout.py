@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from tests.helpers import imports_of
+
 SRC = Path(__file__).resolve().parents[2] / "src" / "bertops"
 CORE = ("data", "text", "model", "train", "evaluate")
 MLOPS_LIBS = ("prefect", "mlflow", "dvc", "great_expectations")
@@ -17,15 +19,9 @@ UPPER_LAYERS = ("bertops.validation", "bertops.tracking", "bertops.stages", "ber
 MAX_LINES = 400
 
 
-def _imports(tree: ast.AST, top_level_only: bool) -> list[tuple[int, str]]:
-    nodes = tree.body if top_level_only else ast.walk(tree)
-    found = []
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append((node.lineno, node.module))
-    return found
+def _package(path: Path) -> str:
+    module = ".".join(("bertops", *path.relative_to(SRC).with_suffix("").parts))
+    return module.removesuffix(".__init__") if path.name == "__init__.py" else module.rpartition(".")[0]
 
 
 def _core_modules() -> list[Path]:
@@ -35,7 +31,7 @@ def _core_modules() -> list[Path]:
 def test_core_imports_no_mlops_library_at_module_level():
     bad = [f"{p.relative_to(SRC)}:{line} imports {name}"
            for p in _core_modules()
-           for line, name in _imports(ast.parse(p.read_text()), top_level_only=True)
+           for line, name in imports_of(ast.parse(p.read_text()), _package(p), top_level_only=True)
            if name.split(".")[0] in MLOPS_LIBS]
     assert not bad, "core modules must run without the MLOps stack:\n" + "\n".join(bad)
 
@@ -43,7 +39,7 @@ def test_core_imports_no_mlops_library_at_module_level():
 def test_core_never_imports_adapters_or_entry_points():
     bad = [f"{p.relative_to(SRC)}:{line} imports {name}"
            for p in _core_modules()
-           for line, name in _imports(ast.parse(p.read_text()), top_level_only=False)
+           for line, name in imports_of(ast.parse(p.read_text()), _package(p))
            if name.startswith(UPPER_LAYERS)]
     assert not bad, "core may not depend on validation/tracking/stages/cli/flows:\n" + "\n".join(bad)
 
@@ -51,8 +47,14 @@ def test_core_never_imports_adapters_or_entry_points():
 def test_layer_check_sees_a_violation(tmp_path):
     """The checker itself: a module-level mlflow import is found, a function-level one is not."""
     tree = ast.parse("import os\nimport mlflow.pyfunc\ndef f():\n    import prefect\n")
-    assert [n for _, n in _imports(tree, top_level_only=True)] == ["os", "mlflow.pyfunc"]
-    assert "prefect" in [n for _, n in _imports(tree, top_level_only=False)]
+    assert [n for _, n in imports_of(tree, top_level_only=True)] == ["os", "mlflow.pyfunc"]
+    assert "prefect" in [n for _, n in imports_of(tree)]
+    # relative and `from package import module` forms name the module they reach
+    tree = ast.parse("from ... import tracking\nfrom ..stages import x\nfrom bertops import cli\n")
+    names = [n for _, n in imports_of(tree, "bertops.model.multitask", top_level_only=True)]
+    assert {"bertops.tracking", "bertops.model.stages", "bertops.cli"} <= set(names)
+    assert _package(SRC / "model" / "multitask" / "__init__.py") == "bertops.model.multitask"
+    assert _package(SRC / "model" / "presets.py") == "bertops.model"
 
 
 def test_modules_are_short_or_say_why():
