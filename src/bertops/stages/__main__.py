@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bertops.env import apply_offline_env
+from bertops.env import apply_offline_env, is_global_zero
 from bertops.errors import BertopsError
 
 STAGES = ("validate", "tokenize", "pretrain", "finetune", "evaluate", "register")
@@ -54,7 +54,8 @@ def run_stage(name: str, params_file: str | Path = "params.yaml", overrides: dic
     params = load_params(params_file, overrides)
     # by name: tests/unit/test_dvc_deps.py counts bertops.stages.NAME as this command's code
     result = importlib.import_module(f"bertops.stages.{name}").main(params)
-    headline.write(name, params, root=Path(params_file).parent)
+    if is_global_zero():  # a DDP stage's other ranks return before rank 0 has written the detail
+        headline.write(name, params, root=Path(params_file).parent)
     return result
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bertops import tracking
 from bertops.config import Params
+from bertops.env import is_global_zero
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,7 @@ def main(params: Params) -> dict:
 
     p = params.pretrain
     out_dir = Path(p.out_dir)
-    if any(int(os.environ.get(k, "0")) for k in ("LOCAL_RANK", "NODE_RANK")):
-        # Lightning's DDP re-runs this command once per extra device: only rank 0 tracks
+    if not is_global_zero():  # DDP: the other ranks train, rank 0 alone tracks and writes outputs
         os.environ["BERTOPS_TRACKING"] = "off"
     section = {"model": params.model.model_dump(), "pretrain": p.model_dump(), "seed": params.seed}
     with tracking.stage_run("pretrain", section) as run:
@@ -37,11 +37,12 @@ def main(params: Params) -> dict:
             mlflow.set_tag("bertops.flop_convention", FLOP_CONVENTION)
         result = fit_pretraining(params, p.data_dir, p.tokenizer_dir, out_dir,
                                  loggers=tracking.lightning_loggers(out_dir))
-        tracking.log_metrics({f"heldout.{k}": v for k, v in result["metrics"].items() if v is not None})
-        plot = plot_curves(out_dir / "logs" / "metrics.csv", out_dir / "plots" / "pretrain_curves.png")
-        tracking.log_artifact(out_dir / "metrics.json", "pretrain")
-        tracking.log_artifact(plot, "pretrain/plots")
-        tracking.log_artifact(out_dir / "model", "pretrain/model")
+        if is_global_zero():
+            tracking.log_metrics({f"heldout.{k}": v for k, v in result["metrics"].items() if v is not None})
+            plot = plot_curves(out_dir / "logs" / "metrics.csv", out_dir / "plots" / "pretrain_curves.png")
+            tracking.log_artifact(out_dir / "metrics.json", "pretrain")
+            tracking.log_artifact(plot, "pretrain/plots")
+            tracking.log_artifact(out_dir / "model", "pretrain/model")
     return {"model_dir": result["model_dir"], "metrics_path": result["metrics_path"],
             "metrics": result["metrics"]}
 

@@ -129,9 +129,24 @@ def restore_rng_state(state: dict) -> None:
 
 def resume_state(fingerprint: str) -> dict:
     """The checkpoint entry a module adds in on_save_checkpoint: `checkpoint[STATE_KEY] = resume_state(fp)`;
-    its on_load_checkpoint keeps `checkpoint[STATE_KEY]["rng"]` for restore_rng_state just before the
-    first resumed step (on_train_start)."""
-    return {"fingerprint": fingerprint, "rng": rng_state()}
+    its on_load_checkpoint keeps `rank_rng_state(checkpoint[STATE_KEY], rank, world_size)` for
+    restore_rng_state just before the first resumed step (on_train_start).
+
+    Under DDP every rank saves (Lightning calls on_save_checkpoint on all ranks; rank 0 alone writes
+    the file), and each rank's dropout RNG has moved differently: "rng_by_rank" keeps all of them."""
+    state = {"fingerprint": fingerprint, "rng": rng_state()}
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        by_rank: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(by_rank, state["rng"])
+        state["rng_by_rank"] = by_rank
+    return state
+
+
+def rank_rng_state(state: dict, rank: int, world_size: int) -> dict | None:
+    """The RNG state saved by `rank` (resume_state), or rank 0's when the world size changed."""
+    by_rank = state.get("rng_by_rank") or []
+    return by_rank[rank] if len(by_rank) == world_size else state.get("rng")
 
 
 def find_resume_checkpoint(ckpt_dir: Path, fingerprint: str) -> tuple[Path | None, int, list[dict]]:

@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from bertops.train.checkpointing import STATE_KEY, restore_rng_state, resume_state
+from bertops.train.checkpointing import STATE_KEY, rank_rng_state, restore_rng_state, resume_state
 from bertops.train.flops import FLOP_CONVENTION, executed_flops_per_token, measure_matmul_tflops, model_flops_per_token
 
 
@@ -219,4 +219,5 @@ class BertPretrainingModule(L.LightningModule):
         checkpoint.setdefault(STATE_KEY, {}).update(resume_state(self.hparams.fingerprint))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._rng_to_restore = checkpoint.get(STATE_KEY, {}).get("rng")
+        rank, world = (self._trainer.global_rank, self._trainer.world_size) if self._trainer else (0, 1)
+        self._rng_to_restore = rank_rng_state(checkpoint.get(STATE_KEY, {}), rank, world)
