@@ -143,6 +143,8 @@ class FinetuneParams(_Section):
     steps_per_epoch: int | None = None  # None: one pass over every task's batches
     learning_rate: float = 1e-3  # encoder
     head_learning_rate: float = 2e-3  # task heads (and the layer mix), freshly initialised
+    # layer-wise lr decay of the encoder (ELECTRA: 0.8): embeddings lr*d**L, layer i lr*d**(L-1-i); None: off
+    layer_lr_decay: float | None = Field(None, gt=0, le=1)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     classifier_dropout: float = 0.1
@@ -160,8 +162,12 @@ class EvaluateParams(_Section):
     # Every encoder is fine-tuned once per seed with the `finetune:` budget. With max_steps null,
     # the pretrained run whose seed equals the top-level `seed` is the pipeline's own model.
     seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
-    baselines: list[Literal["majority", "random_init", "minilm"]] = Field(
-        default_factory=lambda: ["majority", "random_init"])
+    baselines: list[Literal["majority", "random_init", "minilm", "tfidf"]] = Field(
+        default_factory=lambda: ["majority", "random_init", "tfidf"])
+    # fine-tuning lr chosen per encoder on validation (first seed, every grid value; then all seeds at
+    # the chosen one). Empty or one value: finetune.learning_rate (or that value) for every encoder.
+    lr_grid: list[float] = Field(default_factory=lambda: [1e-3, 2e-3])
+    bootstrap_samples: int = Field(1000, ge=100)  # paired bootstrap of pretrained - random_init
     # CPU budget for the comparison: caps training steps for EVERY encoder compared (pretrained
     # included, then retrained at every seed), so the budget stays the same for all.
     max_steps: int | None = None

@@ -1,6 +1,7 @@
 """The evaluate stage on the real task data, with a tiny encoder really fine-tuned (a few steps):
-the pipeline model, the pretrained encoder re-fine-tuned at a second seed, random-init and majority
-baselines, metrics.json/report.md/plots, and the MLflow run."""
+the pipeline model, each encoder's learning rate chosen on validation (the test split unread until
+then), the seeds at that rate, random-init, majority and TF-IDF baselines, the bootstrap verdict,
+metrics.json/report.md/plots, and the MLflow run."""
 
 import collections
 import json
@@ -42,7 +43,9 @@ def _tiny_encoder(out_dir, data_dir):
 
 @pytest.mark.slow
 def test_evaluate_stage_on_real_data(tmp_path, real_data_dir, monkeypatch):
+    from bertops.data import tasks as T
     from bertops.stages import evaluate
+    from bertops.train import finetune
     from bertops.train.finetune import fit_multitask, predict_split
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -59,11 +62,30 @@ def test_evaluate_stage_on_real_data(tmp_path, real_data_dir, monkeypatch):
         "finetune.steps_per_epoch": 5, "evaluate.max_steps": None,
         "evaluate.out_dir": str(tmp_path / "evaluate"), "evaluate.model_dir": str(tmp_path / "finetune" / "model"),
         "evaluate.pretrain_dir": str(encoder), "evaluate.seeds": [11, 12],
-        "evaluate.baselines": ["majority", "random_init"], "evaluate.max_test_examples_per_task": 40,
+        "evaluate.baselines": ["majority", "random_init", "tfidf"], "evaluate.max_test_examples_per_task": 40,
+        "evaluate.lr_grid": [1e-3, 5e-3], "evaluate.bootstrap_samples": 300,
     })
     params = load_params(_repo_params(), overrides)
     # the pipeline's model, as the finetune stage makes it (seed = top-level seed, CSV log in out_dir)
     fit_multitask(params, str(encoder), tmp_path / "finetune", params.seed)
+
+    # spies: every split read (by the stage or by fine-tuning) and every fine-tuning with its result
+    events = []
+    real_load = T.load_records
+
+    def load_records(tp, split, name="task"):
+        events.append(("read", split, name))
+        return real_load(tp, split, name)
+
+    def fit_spy(p, init_dir, out_dir, seed, **kw):
+        res = fit_multitask(p, init_dir, out_dir, seed, **kw)
+        events.append(("fit", "random_init" if kw.get("random_init") else "pretrained", seed,
+                        p.finetune.learning_rate, res["gate"]["score"]))
+        return res
+
+    monkeypatch.setattr(T, "load_records", load_records)
+    monkeypatch.setattr(evaluate, "load_records", load_records)
+    monkeypatch.setattr(finetune, "fit_multitask", fit_spy)
 
     result = evaluate.main(params)
 
@@ -73,17 +95,34 @@ def test_evaluate_stage_on_real_data(tmp_path, real_data_dir, monkeypatch):
     assert m["pretrained"]["sentiment"]["accuracy"]["n"] == 2 and m["random_init"]["topic"]["score"]["n"] == 2
     assert m["majority"]["wic"]["accuracy"]["n"] == 1
     assert m["n_examples"] == {t: 40 for t in TASKS}
+    # each encoder's rate: every grid rate fine-tuned at the first seed; the best validation (gate)
+    # score chose it; the test split was first read after the last of those fits
+    fits = [e for e in events if e[0] == "fit"]
+    for enc in ("pretrained", "random_init"):
+        grid = {e[3]: e[4] for e in fits if e[1] == enc and e[2] == 11}
+        assert sorted(grid) == [1e-3, 5e-3]
+        sel = m["lr_selection"][enc]
+        assert sel["chosen"] == max(grid, key=lambda lr: (grid[lr], -lr))
+        assert {g["lr"]: g["validation_score"] for g in sel["grid"]} == pytest.approx(grid)
+        # seed 12 at the chosen rate only; seed 11 not trained again
+        assert [e[3] for e in fits if e[1] == enc and e[2] == 12] == [sel["chosen"]]
+    first_test = next(i for i, e in enumerate(events) if e[0] == "read" and e[1] == "test")
+    last_grid_fit = max(i for i, e in enumerate(events) if e[0] == "fit" and e[2] == 11)
+    assert first_test > last_grid_fit
+    assert {e[1] for e in events[:first_test] if e[0] == "read"} == {"train", "validation"}
+    # the verdict: paired bootstrap difference = difference of the means, outcome from its interval
+    v = m["verdict"]
     for t in TASKS:
-        # the verdict follows from the aggregates by its rule (gain over the seed spread, above majority)
-        v, pre, rnd = m["verdict"][t], m["pretrained"][t]["score"], m["random_init"][t]["score"]
-        assert v["difference"] == pytest.approx(pre["mean"] - rnd["mean"])
-        assert v["max_std"] == pytest.approx(max(pre["std"], rnd["std"]))
-        assert v["above_majority"] == (pre["mean"] > m["majority"][t]["score"]["mean"])
-        helps = v["difference"] > v["max_std"] and v["above_majority"]
-        assert v["pretrained_beats_random"] == ("yes" if helps else "no")
-        # the pipeline model is the pretrained run at seed 11: it lies within the two runs
-        s = m["pretrained"][t]["score"]
-        assert abs(m["pipeline"][t]["score"]["mean"] - s["mean"]) <= s["std"] + 1e-9
+        vt, pre, rnd = v["tasks"][t], m["pretrained"][t]["score"], m["random_init"][t]["score"]
+        assert vt["difference"] == pytest.approx(pre["mean"] - rnd["mean"])
+        assert vt["ci_low"] <= vt["difference"] <= vt["ci_high"]
+        assert vt["outcome"] == ("win" if vt["ci_low"] > 0 else "loss" if vt["ci_high"] < 0 else "tie")
+    assert [v["wins"], v["ties"], v["losses"]] == [sum(x["outcome"] == o for x in v["tasks"].values())
+                                                   for o in ("win", "tie", "loss")]
+    assert v["mean_score"]["difference"] == pytest.approx(
+        m["pretrained"]["mean_score"]["mean"] - m["random_init"]["mean_score"]["mean"])
+    # TF-IDF: classification tasks only, C from validation
+    assert set(m["tfidf"]) == {"sentiment", "topic", "wic"} and set(m["tfidf_selection"]) == set(m["tfidf"])
 
     # scored on the first 40 test records, as predict_split sees them
     pred, gold = predict_split(tmp_path / "finetune" / "model", params.tasks["sentiment"], "test", "sentiment")
@@ -102,9 +141,10 @@ def test_evaluate_stage_on_real_data(tmp_path, real_data_dir, monkeypatch):
     assert result["mean_score"] == m["mean_score"] == pytest.approx(m["pipeline"]["mean_score"]["mean"])
 
     md = (out / "report.md").read_text()
-    for row in ("| pipeline model |", "| pretrained |", "| random-init |", "| majority |"):
+    for row in ("| pipeline model |", "| pretrained |", "| random-init |", "| majority |",
+                "| tf-idf + logreg |", "| encoder | lr 0.001 | lr 0.005 | chosen |", "| **mean score** |"):
         assert row in md
-    assert "seed 11 is the pipeline model itself" in md
+    assert "seed 11 is the pipeline model itself" not in md  # seed 11 is the grid's run
     plots = out / "plots"
     for t in ("sentiment", "topic", "wic"):
         assert (plots / f"confusion_{t}.png").stat().st_size > 1000
@@ -122,6 +162,8 @@ def test_evaluate_stage_on_real_data(tmp_path, real_data_dir, monkeypatch):
     assert runs["metrics.mean_score"][0] == pytest.approx(m["mean_score"])
     assert runs["metrics.random_init.sentiment.accuracy.mean"][0] == pytest.approx(
         m["random_init"]["sentiment"]["accuracy"]["mean"])
+    assert runs["metrics.verdict.mean_score.difference"][0] == pytest.approx(v["mean_score"]["difference"])
+    assert runs["tags.bertops.pretraining_helps.sentiment"][0] == v["tasks"]["sentiment"]["outcome"]
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs["run_id"][0], "evaluate")}
     assert {"evaluate/report.md", "evaluate/metrics.json", "evaluate/plots"} <= arts
 

@@ -16,6 +16,11 @@ TRAIN = [{"id": f"t{i}", "text": f"text {i}", "label": "fresh" if i % 3 else "ro
 TEST = [{"id": f"s{i}", "text": f"test {i}", "label": "rotten" if i < 3 else "fresh"} for i in range(5)]
 NER_TEST = [{"id": "n0", "tokens": ["Use", "Model", "here"], "ner_tags": ["O", "B-class", "O"]},
             {"id": "n1", "tokens": ["call", "save"], "ner_tags": ["O", "B-method"]}]
+# validation (gate) score per encoder rate, for random_init False / True; test errors added per rate:
+# the rate that is best on validation is the worst on test, so a choice that peeked at test would differ
+VALIDATION = {False: {5e-4: 0.6, 1e-3: 0.4, 2e-3: 0.5}, True: {5e-4: 0.3, 1e-3: 0.2, 2e-3: 0.35}}
+TEST_WRONG = {5e-4: 1, 2e-3: 1}
+events: list[tuple] = []
 QA_TEST = [{"id": "q0", "title": "x", "question": "Which word means: a dog?", "context": "The hound barked.",
             "answers": {"text": ["hound"], "answer_start": [4]}}]
 
@@ -23,27 +28,35 @@ QA_TEST = [{"id": "q0", "title": "x", "question": "Which word means: a dog?", "c
 @pytest.fixture
 def stub(tmp_path, monkeypatch):
     """A fake bertops.train.finetune: a model's quality is a number in its dir; 'pretrained' models
-    get every test example right at seeds >= 1, 'random' ones get the first k wrong."""
+    get every test example right at seeds >= 1, 'random' ones get the first k wrong. Its validation
+    (gate) score depends on the learning rate (VALIDATION); TEST_WRONG adds test errors per rate.
+    `events` logs fits, predictions and the stage's own reads of a split, in order."""
     calls = []
+    events.clear()
 
     def fit_multitask(params, init_dir, out_dir, seed, random_init=False, tasks=None, loggers=None):
+        lr = params.finetune.learning_rate
         calls.append({"init_dir": init_dir, "seed": seed, "random_init": random_init,
                       "max_steps": params.finetune.max_steps, "tasks": tasks,
-                      "steps_per_epoch": params.finetune.steps_per_epoch})
+                      "steps_per_epoch": params.finetune.steps_per_epoch, "lr": lr})
+        events.append(("fit", "random_init" if random_init else init_dir, seed, lr))
         model = Path(out_dir) / "model"
         model.mkdir(parents=True)
         (model / "config.json").write_text("{}")
         wrong = (1 + seed % 2) if random_init else 0  # random-init: worse, with a spread over seeds
+        wrong += TEST_WRONG.get(lr, 0)
         (model / "wrong").write_text(str(wrong))
         logs = Path(out_dir) / "logs"
         logs.mkdir()
         (logs / "metrics.csv").write_text("epoch,step,train/loss,val/sentiment/accuracy\n"
                                           "0,4,0.9,\n0,9,,0.7\n")
-        return {"model_dir": str(model)}
+        val = VALIDATION[random_init].get(lr, 0.5)
+        return {"model_dir": str(model), "score": val + 0.01, "gate": {"score": val}}
 
     def predict_split(model_dir, task_params, split, task_name):
         from bertops.io import read_jsonl
 
+        events.append(("predict", split, task_name))
         recs = list(read_jsonl(Path(task_params.path) / f"{split}.jsonl"))
         wrong = int((Path(model_dir) / "wrong").read_text())
         if task_name == "sentiment":
@@ -61,6 +74,15 @@ def stub(tmp_path, monkeypatch):
     mod.fit_multitask, mod.predict_split = fit_multitask, predict_split
     mod.task_model_dir = lambda model_dir, task: Path(model_dir)  # one multi-task model
     monkeypatch.setitem(sys.modules, "bertops.train.finetune", mod)
+    from bertops.stages import evaluate
+
+    real_load = evaluate.load_records
+
+    def load_records(tp, split, name="task"):
+        events.append(("read", split, name))
+        return real_load(tp, split, name)
+
+    monkeypatch.setattr(evaluate, "load_records", load_records)
     monkeypatch.setenv("BERTOPS_TRACKING", "off")
     return calls
 
@@ -89,7 +111,8 @@ def _params(tmp_path, **evaluate):
         },
         "finetune": {"out_dir": str(tmp_path / "finetune"), "init_dir": str(pre), "max_steps": 50},
         "evaluate": {"out_dir": str(tmp_path / "evaluate"), "model_dir": str(model), "pretrain_dir": str(pre),
-                     "seeds": [7, 1, 2], "baselines": ["majority", "random_init"], "max_steps": None, **evaluate},
+                     "seeds": [7, 1, 2], "baselines": ["majority", "random_init"], "max_steps": None,
+                     "lr_grid": [], **evaluate},
     })
 
 
@@ -110,8 +133,17 @@ def test_stage_reuses_pipeline_model_and_writes_verdict(tmp_path, stub):
     assert m["majority"]["sentiment"]["accuracy"]["mean"] == pytest.approx(0.4)
     assert m["majority"]["code-entities"]["f1"]["mean"] == 0.0
     assert m["majority"]["define-qa"]["f1"]["mean"] == 0.0
-    assert m["verdict"]["sentiment"]["pretrained_beats_random"] == "yes"
-    assert m["verdict"]["define-qa"]["pretrained_beats_random"] == "yes"
+    # paired bootstrap: QA (one example, always right vs always wrong) is a win with interval [1, 1];
+    # sentiment's errors sit on 2 of 5 examples, which a resample can leave out: interval reaches 0, a tie
+    v = m["verdict"]
+    assert v["tasks"]["define-qa"] == {"difference": 1.0, "ci_low": 1.0, "ci_high": 1.0, "outcome": "win",
+                                       "majority": 0.0}
+    assert v["tasks"]["sentiment"]["difference"] == pytest.approx(1 - (0.6 + 0.6 + 0.8) / 3)
+    assert v["tasks"]["sentiment"]["ci_low"] == 0.0 and v["tasks"]["sentiment"]["outcome"] == "tie"
+    assert v["wins"] + v["ties"] + v["losses"] == 3 and v["wins"] >= 1 and v["losses"] == 0
+    assert v["mean_score"]["ci_low"] > 0 and v["mean_score"]["outcome"] == "win"
+    no_grid = {"chosen": 1e-3, "grid": []}  # finetune.learning_rate (the default), no selection runs
+    assert m["lr_selection"] == {"pretrained": no_grid, "random_init": no_grid}
     assert m["n_examples"] == {"sentiment": 5, "code-entities": 2, "define-qa": 1}
 
     md = (tmp_path / "evaluate" / "report.md").read_text()
@@ -135,7 +167,7 @@ def test_max_steps_caps_every_encoder_and_retrains_the_pretrained_seed(tmp_path,
         (7, False, 5, 2), (7, True, 5, 2)]
     m = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
     assert m["n_examples"]["sentiment"] == 2
-    assert m["verdict"]["sentiment"]["pretrained_beats_random"] == "n/a"  # one seed: no spread
+    assert m["verdict"]["n_boot"] == 1000 and m["verdict"]["tasks"]["sentiment"]["outcome"] in ("win", "tie")
     assert "all seeds retrained with the capped budget" in (tmp_path / "evaluate" / "report.md").read_text()
 
 
@@ -176,3 +208,66 @@ def test_minilm_dir_finds_the_installed_package():
 
     pytest.importorskip(baselines.MINILM_PACKAGE)
     assert (baselines.minilm_dir() / "config.json").is_file()
+
+
+def test_lr_is_chosen_per_encoder_on_validation_before_test_is_read(tmp_path, stub):
+    from bertops.stages import evaluate
+
+    # a test-sample cap makes the stage read the test split itself (to draw the sample)
+    evaluate.main(_params(tmp_path, lr_grid=[5e-4, 1e-3, 2e-3], max_test_examples_per_task=4))
+    m = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
+    # best validation: pretrained 5e-4 (0.6), random-init 2e-3 (0.35); on test both are the worst rates
+    sel = m["lr_selection"]
+    assert (sel["pretrained"]["chosen"], sel["random_init"]["chosen"]) == (5e-4, 2e-3)
+    assert sel["pretrained"]["grid"] == [{"lr": lr, "validation_score": v, "selection_score": v + 0.01}
+                                         for lr, v in VALIDATION[False].items()]
+    # every rate at the first seed (7: the grid's run, not the pipeline model), then seeds 1, 2 at
+    # the chosen rate; the grid's seed-7 run is not trained twice
+    fits = [(c["random_init"], c["seed"], c["lr"]) for c in stub]
+    assert fits == [(False, 7, 5e-4), (False, 7, 1e-3), (False, 7, 2e-3), (True, 7, 5e-4), (True, 7, 1e-3),
+                    (True, 7, 2e-3), (False, 1, 5e-4), (False, 2, 5e-4), (True, 1, 2e-3), (True, 2, 2e-3)]
+    # the test split is first read after the last rate-selection fit; nothing before it touched test
+    first_test = next(i for i, e in enumerate(events) if e[0] in ("read", "predict") and e[1] == "test")
+    last_grid_fit = max(i for i, e in enumerate(events) if e[0] == "fit" and e[2] == 7)
+    assert first_test > last_grid_fit
+    assert not [e for e in events[:first_test] if e[0] == "predict"]
+    assert ("read", "test", "sentiment") in events[first_test:]
+    # the chosen rates' test errors (+1 each) are in the scores: pretrained 3 of 4 right on sentiment
+    assert m["pretrained"]["sentiment"]["accuracy"]["mean"] == pytest.approx(0.75)
+    md = (tmp_path / "evaluate" / "report.md").read_text()
+    assert "| encoder | lr 0.0005 | lr 0.001 | lr 0.002 | chosen |" in md
+    assert "| pretrained | **0.600** | 0.400 | 0.500 | 0.0005 |" in md
+    assert "| random-init | 0.300 | 0.200 | **0.350** | 0.002 |" in md
+    assert "Pretrained vs random-init:" in md and "seed 7 is the pipeline model itself" not in md
+
+
+def test_one_rate_grid_is_todays_protocol_at_that_rate(tmp_path, stub):
+    from bertops.stages import evaluate
+
+    evaluate.main(_params(tmp_path, lr_grid=[2e-3], seeds=[1, 2], baselines=["random_init"]))
+    assert [(c["seed"], c["lr"]) for c in stub] == [(1, 2e-3), (2, 2e-3)] * 2  # no selection runs
+    m = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
+    assert m["lr_selection"]["pretrained"] == {"chosen": 2e-3, "grid": []}
+    assert "Learning rate per encoder" not in (tmp_path / "evaluate" / "report.md").read_text()
+
+
+def test_tfidf_row_on_classification_tasks_only(tmp_path, stub):
+    from bertops.stages import evaluate
+
+    params = _params(tmp_path, seeds=[7], baselines=["tfidf"])
+    words = {"fresh": "great fine lovely", "rotten": "awful dull bad"}
+    recs = [{"id": f"v{i}", "text": f"{words[lab]} {i}", "label": lab}
+            for i, lab in enumerate(["fresh", "rotten"] * 6)]
+    write_jsonl(tmp_path / "data" / "sentiment" / "train.jsonl", recs)
+    write_jsonl(tmp_path / "data" / "sentiment" / "validation.jsonl", recs[:6])
+    write_jsonl(tmp_path / "data" / "sentiment" / "test.jsonl",
+                [{**r, "id": f"s{i}"} for i, r in enumerate(recs[:5])])
+    evaluate.main(params)
+    m = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
+    assert m["tfidf"]["sentiment"]["accuracy"]["mean"] == 1.0 and set(m["tfidf"]) == {"sentiment"}
+    assert m["tfidf_selection"]["sentiment"]["C"] in (0.01, 0.1, 1.0, 10.0, 100.0)
+    # validation chose C; the test split was read only after the sentiment validation split
+    reads = [e for e in events if e[0] == "read" and e[2] == "sentiment"]
+    assert reads.index(("read", "validation", "sentiment")) < reads.index(("read", "test", "sentiment"))
+    md = (tmp_path / "evaluate" / "report.md").read_text()
+    assert "| tf-idf + logreg | 1.000 | n/a | n/a | n/a | 1 |" in md

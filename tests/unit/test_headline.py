@@ -49,7 +49,13 @@ def test_each_stage_headline_is_a_few_numbers_from_its_detail(tmp_path, params):
     _write(tmp_path / "evaluate/metrics.json", {
         "mean_score": 0.3, "pipeline": {"a": {"score": {"mean": 0.4}}, "b": {"score": {"mean": 0.2}},
                                         "mean_score": {"mean": 0.3}},
-        "majority": {"mean_score": {"mean": 0.1}}, "verdict": {}, "split": "test"})
+        "majority": {"mean_score": {"mean": 0.1}}, "split": "test",
+        "lr_selection": {"pretrained": {"chosen": 0.001, "grid": [{"lr": 0.001, "validation_score": 0.5},
+                                                                  {"lr": 0.002, "validation_score": 0.4}]},
+                         "random_init": {"chosen": 0.002, "grid": [{"lr": 0.001, "validation_score": 0.3},
+                                                                   {"lr": 0.002, "validation_score": 0.35}]}},
+        "verdict": {"wins": 3, "ties": 1, "losses": 1, "tasks": {"a": {"outcome": "win"}},
+                    "mean_score": {"difference": 0.031234, "ci_low": 0.01, "ci_high": 0.05, "outcome": "win"}}})
     written = {stage: headline.write(stage, params, root=tmp_path) for stage in headline.HEADLINES}
     read = {stage: json.loads(path.read_text()) for stage, path in written.items()}
     assert read["validate"] == {"success": 1, "files": 20, "files_failed": 0, "records": 37503, "failures": 0}
@@ -59,7 +65,10 @@ def test_each_stage_headline_is_a_few_numbers_from_its_detail(tmp_path, params):
                                 "baseline_mlm_most_frequent_token_accuracy": 0.03, "train_tokens_per_s": 11712}
     assert read["finetune"] == {"gate_score": 0.25, "selection_score": 0.5, "gate": {"a": 0.5, "b": 0.0},
                                 "steps": 20}
-    assert read["evaluate"] == {"test_score": 0.3, "test": {"a": 0.4, "b": 0.2}, "majority_test_score": 0.1}
+    assert read["evaluate"] == {"test_score": 0.3, "test": {"a": 0.4, "b": 0.2}, "majority_test_score": 0.1,
+                                "lr": {"pretrained": 0.001, "random_init": 0.002},
+                                "pretrained_vs_random": {"wins": 3, "ties": 1, "losses": 1, "mean_difference": 0.0312,
+                                                         "mean_ci_low": 0.01, "mean_ci_high": 0.05}}
     assert written["finetune"] == tmp_path / "metrics/finetune.json"
     assert headline.write("register", params, root=tmp_path) is None
 

@@ -1,4 +1,4 @@
-"""The report: seed aggregation, verdict rule, markdown rows, PNG/CSV files."""
+"""The report: seed aggregation, the bootstrap verdict, markdown rows, PNG/CSV files."""
 
 import csv
 import statistics
@@ -48,45 +48,56 @@ def test_aggregate_honours_task_metric_override():
     assert agg["sentiment"]["score"]["mean"] == pytest.approx(0.7)
 
 
-def test_verdict_rule():
-    pre = {"mean": 0.80, "std": 0.02, "n": 3}
-    assert r.verdict(pre, {"mean": 0.70, "std": 0.05, "n": 3})["pretrained_beats_random"] == "yes"
-    v = r.verdict(pre, {"mean": 0.77, "std": 0.04, "n": 3})
-    assert v["pretrained_beats_random"] == "no"
-    assert v["difference"] == pytest.approx(0.03) and v["max_std"] == pytest.approx(0.04)
-    assert r.verdict({"mean": 0.9, "std": 0, "n": 1}, {"mean": 0.1, "std": 0, "n": 1})[
-        "pretrained_beats_random"] == "n/a"
+BOOT = {"level": 0.95, "n_boot": 500,
+        "tasks": {"sentiment": {"difference": 0.2, "low": 0.05, "high": 0.3},
+                  "code-entities": {"difference": 0.01, "low": -0.02, "high": 0.04}},
+        "mean": {"difference": 0.105, "low": 0.02, "high": 0.16}}
 
 
-
-def test_verdict_needs_the_pretrained_model_above_the_majority_floor():
-    # both collapsed to a constant class: zero spread, a 'gain' that says nothing about pretraining
-    pre, rnd = {"mean": 0.675, "std": 0.0, "n": 3}, {"mean": 0.325, "std": 0.0, "n": 3}
-    assert r.verdict(pre, rnd)["pretrained_beats_random"] == "yes"
-    v = r.verdict(pre, rnd, floor=0.675)
-    assert v["pretrained_beats_random"] == "no" and v["above_majority"] is False and v["majority"] == 0.675
-    assert r.verdict(pre, rnd, floor=0.5)["pretrained_beats_random"] == "yes"
+def test_verdict_from_the_bootstrap_interval():
+    v = r.verdict(BOOT, list(TYPES) + ["qa"], majority={"sentiment": 0.5})
+    assert v["tasks"]["sentiment"] == {"difference": 0.2, "ci_low": 0.05, "ci_high": 0.3, "outcome": "win",
+                                       "majority": 0.5}
+    assert v["tasks"]["code-entities"]["outcome"] == "tie"  # the interval holds 0
+    assert v["tasks"]["qa"] == {"outcome": "n/a"}  # not bootstrapped (e.g. a macro-F1 task)
+    assert (v["wins"], v["ties"], v["losses"]) == (1, 1, 0)
+    assert v["mean_score"] == {"difference": 0.105, "ci_low": 0.02, "ci_high": 0.16, "outcome": "win",
+                               "tasks": ["sentiment", "code-entities"]}
+    loss = {**BOOT, "tasks": {"sentiment": {"difference": -0.2, "low": -0.3, "high": -0.01}}}
+    assert r.verdict(loss, ["sentiment"])["tasks"]["sentiment"]["outcome"] == "loss"
 
 
 def test_rendered_report_has_one_row_per_model_with_mean_std():
     aggs = {"pretrained": r.aggregate_runs([_run(0.8, 0.4), _run(0.6, 0.2)], TYPES),
-            "majority": r.aggregate_runs([_run(0.5, 0.0)], TYPES)}
-    verdicts = {t: r.verdict(aggs["pretrained"][t]["score"], aggs["majority"][t]["score"]) for t in TYPES}
+            "majority": r.aggregate_runs([_run(0.5, 0.0)], TYPES),
+            "tfidf": {"sentiment": r.aggregate_runs([_run(0.55, 0.0)], TYPES)["sentiment"]}}
+    selection = {"pretrained": {"chosen": 1e-3, "grid": [{"lr": 1e-3, "validation_score": 0.61},
+                                                         {"lr": 2e-3, "validation_score": 0.6}]},
+                 "majority": {"chosen": 2e-3, "grid": [{"lr": 1e-3, "validation_score": 0.4},
+                                                       {"lr": 2e-3, "validation_score": 0.5}]}}
     md = r.render_report(aggs, list(TYPES), primary={"sentiment": "accuracy", "code-entities": "f1"},
-                         notes=["seed policy here"], verdicts=verdicts, random_init="majority",
-                         plots=["x/confusion_sentiment.png"])
+                         notes=["seed policy here"], verdicts=r.verdict(BOOT, list(TYPES)),
+                         lr_selection=selection, random_init="majority", plots=["x/confusion_sentiment.png"])
     lines = md.splitlines()
     row = next(line for line in lines if line.startswith("| pretrained | 0.700"))
     assert row == "| pretrained | 0.700 ± 0.141 | 0.300 ± 0.141 | 0.500 ± 0.141 | 2 |"
     assert "| majority | 0.500 | 0.000 | 0.250 | 1 |" in lines
+    assert "| tfidf | 0.550 | n/a | n/a | 1 |" in lines  # a row for the tasks it applies to
     assert "| model | sentiment (accuracy) | code-entities (f1) | mean score | runs |" in lines
     assert "seed policy here" in lines
     assert "![confusion_sentiment](plots/confusion_sentiment.png)" in lines
-    assert "| sentiment | 0.700 ± 0.141 | 0.500 | +0.200 | 0.141 | n/a |" in lines
-    with_floor = {t: r.verdict(aggs["pretrained"][t]["score"], aggs["majority"][t]["score"], 0.6) for t in TYPES}
-    md2 = r.render_report(aggs, list(TYPES), primary={}, verdicts=with_floor, random_init="majority")
-    assert "| sentiment | 0.700 ± 0.141 | 0.500 | +0.200 | 0.141 | 0.600 | n/a |" in md2.splitlines()
+    assert "| sentiment | 0.700 ± 0.141 | 0.500 | +0.200 | [+0.050, +0.300] | win |" in lines
+    assert "| code-entities | 0.300 ± 0.141 | 0.000 | +0.010 | [-0.020, +0.040] | tie |" in lines
+    assert "| **mean score** | 0.500 ± 0.141 | 0.250 | +0.105 | [+0.020, +0.160] | win |" in lines
+    assert any(line.startswith("**Pretrained vs random-init: 1 wins, 1 ties, 0 losses") for line in lines)
+    assert "| encoder | lr 0.001 | lr 0.002 | chosen |" in lines
+    assert "| pretrained | **0.610** | 0.600 | 0.001 |" in lines
+    assert "| majority | 0.400 | **0.500** | 0.002 |" in lines
     assert "| model | accuracy | macro_f1 |" in lines
+    with_floor = r.verdict(BOOT, list(TYPES), majority={"sentiment": 0.6, "code-entities": 0.0})
+    md2 = r.render_report(aggs, list(TYPES), primary={}, verdicts=with_floor, random_init="majority")
+    assert "| sentiment | 0.700 ± 0.141 | 0.500 | +0.200 | [+0.050, +0.300] | 0.600 | win |" in md2.splitlines()
+    assert "Learning rate per encoder" not in md2
 
 
 def test_confusion_matrix_png_written(tmp_path):

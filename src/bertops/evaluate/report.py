@@ -60,24 +60,33 @@ def aggregate_runs(runs: Sequence[Mapping[str, Mapping[str, float]]],
     return out
 
 
-def verdict(pretrained: Mapping[str, float], random_init: Mapping[str, float],
-            floor: float | None = None) -> dict:
-    """Does pretraining help? Rule: mean(pretrained) - mean(random) > max(std_pretrained, std_random),
-    i.e. the gain exceeds the seed-to-seed spread, and mean(pretrained) > `floor` (the majority
-    baseline's score, when given): two models that both output a constant class have zero spread,
-    and one "beating" the other then says nothing about pretraining. Needs >= 2 runs of each
-    ("n/a" otherwise)."""
-    diff = pretrained["mean"] - random_init["mean"]
-    spread = max(pretrained["std"], random_init["std"])
-    above = None if floor is None else pretrained["mean"] > floor
-    if min(pretrained.get("n", 1), random_init.get("n", 1)) < 2:
-        decision = "n/a"
-    else:
-        decision = "yes" if diff > spread and above is not False else "no"
-    out = {"difference": diff, "max_std": spread, "pretrained_beats_random": decision}
-    if floor is not None:
-        out["majority"], out["above_majority"] = floor, above
-    return out
+VERDICT_RULE = ("paired bootstrap of pretrained - random-init over seeds and test examples; "
+                "win when the 95% interval is above 0, loss when below, tie otherwise")
+
+
+def verdict(boot: Mapping, tasks: Sequence[str], majority: Mapping[str, float] | None = None) -> dict:
+    """The verdict from bootstrap.paired_bootstrap's result: per task the difference pretrained -
+    random-init, its interval and the outcome (win / tie / loss; "n/a" for a task left out of
+    the bootstrap), the counts, and the same for the mean over the bootstrapped tasks."""
+    from bertops.evaluate.bootstrap import outcome
+
+    out_tasks = {}
+    for t in tasks:
+        b = boot["tasks"].get(t)
+        if b is None:
+            out_tasks[t] = {"outcome": "n/a"}
+            continue
+        out_tasks[t] = {"difference": b["difference"], "ci_low": b["low"], "ci_high": b["high"],
+                        "outcome": outcome(b["low"], b["high"])}
+        if majority and t in majority:
+            out_tasks[t]["majority"] = majority[t]
+    m = boot["mean"]
+    counts = [v["outcome"] for v in out_tasks.values()]
+    return {"rule": VERDICT_RULE, "level": boot["level"], "n_boot": boot["n_boot"], "tasks": out_tasks,
+            "mean_score": {"difference": m["difference"], "ci_low": m["low"], "ci_high": m["high"],
+                           "outcome": outcome(m["low"], m["high"]),
+                           "tasks": [t for t in tasks if t in boot["tasks"]]},
+            "wins": counts.count("win"), "ties": counts.count("tie"), "losses": counts.count("loss")}
 
 
 # --- markdown ---------------------------------------------------------------------------------
@@ -88,8 +97,10 @@ def score_table(aggregates: Mapping[str, Mapping], tasks: Sequence[str],
     head = ["model"] + [f"{t} ({(primary or {}).get(t, 'score')})" for t in tasks] + ["mean score", "runs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, agg in aggregates.items():
-        cells = [name] + [format_mean_std(agg[t]["score"]) for t in tasks]
-        cells += [format_mean_std(agg["mean_score"]), str(agg["mean_score"]["n"])]
+        cells = [name] + [format_mean_std(agg[t]["score"]) if t in agg else "n/a" for t in tasks]
+        ms = agg.get("mean_score")
+        n = next((agg[t]["score"]["n"] for t in tasks if t in agg), 0)
+        cells += [format_mean_std(ms), str(ms["n"])] if ms else ["n/a", str(n)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -99,40 +110,76 @@ def detail_table(aggregates: Mapping[str, Mapping], task: str) -> str:
     names = [k for k in next(iter(aggregates.values()))[task] if k != "score"]
     lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for model, agg in aggregates.items():
+        if task not in agg:
+            continue
         lines.append(f"| {model} | " + " | ".join(format_mean_std(agg[task][n]) for n in names) + " |")
     return "\n".join(lines)
 
 
-def verdict_table(verdicts: Mapping[str, Mapping], aggregates: Mapping[str, Mapping],
-                  pretrained: str, random_init: str) -> str:
-    floor = any("majority" in v for v in verdicts.values())
-    lines = [f"| task | {pretrained} | {random_init} | difference | max std |"
-             + (" majority |" if floor else "") + " pretraining helps |",
+def verdict_table(verdict: Mapping, aggregates: Mapping[str, Mapping], pretrained: str,
+                  random_init: str) -> str:
+    """One row per task and one for the mean score: both encoders, the difference, its interval,
+    the outcome."""
+    pct = round(100 * verdict["level"])
+    floor = any("majority" in v for v in verdict["tasks"].values())
+    lines = [f"| task | {pretrained} | {random_init} | difference | {pct}% interval |"
+             + (" majority |" if floor else "") + " outcome |",
              "|---|---|---|---|---|" + ("---|" if floor else "") + "---|"]
-    for task, v in verdicts.items():
-        cells = [task, format_mean_std(aggregates[pretrained][task]["score"]),
-                 format_mean_std(aggregates[random_init][task]["score"]),
-                 f"{v['difference']:+.3f}", f"{v['max_std']:.3f}"]
-        if floor:
-            cells.append(f"{v['majority']:.3f}" if "majority" in v else "")
-        cells.append(v["pretrained_beats_random"])
-        lines.append("| " + " | ".join(cells) + " |")
+
+    def row(name, pre, rnd, v, maj=""):
+        if v["outcome"] == "n/a":
+            diff = ci = "n/a"
+        else:
+            diff, ci = f"{v['difference']:+.3f}", f"[{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
+        cells = [name, format_mean_std(pre), format_mean_std(rnd), diff, ci] + ([maj] if floor else [])
+        return "| " + " | ".join(cells + [v["outcome"]]) + " |"
+
+    for task, v in verdict["tasks"].items():
+        maj = f"{v['majority']:.3f}" if "majority" in v else ""
+        lines.append(row(task, aggregates[pretrained][task]["score"], aggregates[random_init][task]["score"],
+                         v, maj))
+    lines.append(row("**mean score**", aggregates[pretrained]["mean_score"],
+                     aggregates[random_init]["mean_score"], verdict["mean_score"]))
+    return "\n".join(lines)
+
+
+def lr_table(selection: Mapping[str, Mapping]) -> str:
+    """The fine-tuning rates tried per encoder: validation score of each, the chosen one in bold."""
+    rates = list(dict.fromkeys(g["lr"] for s in selection.values() for g in s["grid"]))
+    lines = ["| encoder | " + " | ".join(f"lr {lr:g}" for lr in rates) + " | chosen |",
+             "|---|" + "---|" * (len(rates) + 1)]
+    for name, s in selection.items():
+        by_lr = {g["lr"]: g["validation_score"] for g in s["grid"]}
+        cells = [(f"**{by_lr[lr]:.3f}**" if lr == s["chosen"] else f"{by_lr[lr]:.3f}") if lr in by_lr else ""
+                 for lr in rates]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['chosen']:g} |")
     return "\n".join(lines)
 
 
 def render_report(aggregates: Mapping[str, Mapping], tasks: Sequence[str], *,
                   primary: Mapping[str, str], notes: Sequence[str] = (),
-                  verdicts: Mapping[str, Mapping] | None = None,
+                  verdicts: Mapping | None = None, lr_selection: Mapping[str, Mapping] | None = None,
                   pretrained: str = "pretrained", random_init: str = "random_init",
                   plots: Sequence[str] = ()) -> str:
     parts = ["# Evaluation", "", *notes, "", "## Scores (mean ± std over seeds)", "",
              score_table(aggregates, tasks, primary), ""]
+    if lr_selection and any(s["grid"] for s in lr_selection.values()):
+        parts += ["## Learning rate per encoder, chosen on validation", "",
+                  ("Each encoder is fine-tuned at every rate at the first seed with the same budget; the "
+                   "mean task score on the validation gate examples picks its rate (the test split is not "
+                   "read); every seed then runs at that rate, the first seed's run being the grid's."),
+                  "", lr_table(lr_selection), ""]
     if verdicts:
+        c = verdicts
         parts += ["## Does pretraining help?", "",
-                  ("Rule: yes when mean(pretrained) − mean(random-init) > max(std of the two), "
-                   "i.e. the gain is larger than the seed-to-seed spread, and the pretrained mean is "
-                   "above the majority baseline (when it is run); n/a with fewer than 2 seeds."),
-                  "", verdict_table(verdicts, aggregates, pretrained, random_init), ""]
+                  (f"Rule: {c['rule']} ({c['n_boot']} resamples; the same test examples and seeds for both "
+                   "encoders in each). The mean-score row bootstraps the mean over tasks "
+                   f"({', '.join(c['mean_score']['tasks'])})."), "",
+                  f"**Pretrained vs random-init: {c['wins']} wins, {c['ties']} ties, {c['losses']} losses; "
+                  f"mean score {c['mean_score']['difference']:+.3f} "
+                  f"[{c['mean_score']['ci_low']:+.3f}, {c['mean_score']['ci_high']:+.3f}] "
+                  f"({c['mean_score']['outcome']}).**", "",
+                  verdict_table(verdicts, aggregates, pretrained, random_init), ""]
     parts += ["## All metrics per task", ""]
     for task in tasks:
         parts += [f"### {task}", "", detail_table(aggregates, task), ""]

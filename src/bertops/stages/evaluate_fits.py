@@ -1,0 +1,130 @@
+"""The fine-tunings of stage `evaluate`: which encoders, at what budget, and each encoder's
+learning rate chosen on validation.
+
+`choose_lrs` fine-tunes every encoder at every `evaluate.lr_grid` rate at the first seed, with
+the same step budget, and keeps the rate whose model scores best on the validation gate examples
+(the part of each task's validation split that did not choose the kept epoch; see
+bertops.train.finetune.validation_parts). It reads the train and validation splits only: the test
+split is scored later, by the stage, on models whose rate is already fixed. The model of the
+chosen rate is kept (it is that encoder's first-seed run); the others are deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bertops.config import Params
+from bertops.evaluate import baselines, report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Choice:
+    """One encoder's learning rate: the grid's validation scores and the kept first-seed run."""
+
+    chosen: float
+    grid: list[dict] = field(default_factory=list)  # [{"lr", "validation_score", "selection_score"}]
+    model_dirs: dict[str, Path] | None = None  # the chosen rate's first-seed model (None: no grid)
+    curves: dict = field(default_factory=dict)  # its read_metrics_csv series
+    seconds: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"chosen": self.chosen, "grid": self.grid}
+
+
+def finetune_budget(params: Params):
+    """The `finetune:` section every compared encoder is fine-tuned with: unchanged, or capped at
+    evaluate.max_steps (then spread over max_epochs shorter epochs: validation, which picks the
+    kept epoch, runs at epoch ends)."""
+    ep, ft = params.evaluate, params.finetune
+    if ep.max_steps is None:
+        return ft
+    per_epoch = math.ceil(ep.max_steps / max(1, ft.max_epochs))
+    return ft.model_copy(update={"max_steps": ep.max_steps,
+                                 "steps_per_epoch": min(per_epoch, ft.steps_per_epoch or per_epoch)})
+
+
+def encoders(params: Params, notes: list[str]) -> dict[str, tuple[str, bool]]:
+    """{name: (init dir, random_init)} of the encoders compared (a note when minilm is missing)."""
+    ep = params.evaluate
+    out = {"pretrained": (ep.pretrain_dir, False)}
+    if "random_init" in ep.baselines:
+        out["random_init"] = (ep.pretrain_dir, True)
+    if "minilm" in ep.baselines:
+        mdir = baselines.minilm_dir()
+        if mdir is None:
+            notes.append(f"- minilm: skipped, package `{baselines.MINILM_PACKAGE}` is not installed.")
+        else:
+            out["minilm"] = (str(mdir), False)
+    return out
+
+
+def lr_grid(params: Params, ft) -> list[float]:
+    """The rates tried: evaluate.lr_grid, or the one finetune learning rate."""
+    return list(dict.fromkeys(params.evaluate.lr_grid)) or [ft.learning_rate]
+
+
+def fit(params: Params, ft, init_dir: str, run_dir: Path, seed: int, random_init: bool,
+        tasks: list[str], lr: float) -> tuple[dict[str, Path], dict]:
+    """Fine-tune one encoder at one seed and encoder rate: ({task: model dir}, fit_multitask's result)."""
+    from bertops.train.finetune import fit_multitask
+
+    ft_params = params.model_copy(update={"finetune": ft.model_copy(update={"learning_rate": lr})})
+    # loggers=None: a CSV log in run_dir only; baseline runs stay out of the stage's MLflow run
+    result = fit_multitask(ft_params, init_dir, run_dir, seed, random_init=random_init, tasks=tasks,
+                           loggers=None)
+    dirs = result.get("model_dirs") or {t: result.get("model_dir") or run_dir / "model" for t in tasks}
+    return {t: Path(d) for t, d in dirs.items()}, result
+
+
+def read_curves(run_dir: Path) -> dict:
+    """The Lightning CSV logs (metrics.csv, one per model) of a run, merged."""
+    curves: dict = {}
+    for csv_path in sorted(run_dir.glob("**/metrics.csv")):
+        curves.update(report.read_metrics_csv(csv_path))
+    return curves
+
+
+def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path,
+               tasks: list[str]) -> dict[str, Choice]:
+    """Each encoder's rate: with a grid of 2+ rates, fine-tune at each (first seed) and keep the one
+    with the best validation (gate) score, ties to the first in the grid; else the one rate."""
+    grid = lr_grid(params, ft)
+    if len(grid) == 1:
+        return {name: Choice(chosen=grid[0]) for name in encs}
+    seed = params.evaluate.seeds[0]
+    out = {}
+    for name, (init_dir, random_init) in encs.items():
+        runs, seconds = [], []
+        for lr in grid:
+            log.info("evaluate: fine-tuning %s seed %s at lr %g (rate selection)", name, seed, lr)
+            t0 = time.perf_counter()
+            run_dir = work / name / f"lr{lr:g}-seed{seed}"
+            dirs, result = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, lr)
+            seconds.append(time.perf_counter() - t0)
+            runs.append((lr, dirs, run_dir, validation_score(result), result.get("score")))
+        best = max(range(len(runs)), key=lambda i: (runs[i][3], -i))
+        for i, (_, _, run_dir, _, _) in enumerate(runs):
+            if i != best:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        lr, dirs, run_dir, _, _ = runs[best]
+        out[name] = Choice(chosen=lr, model_dirs=dirs, curves=read_curves(run_dir), seconds=seconds,
+                           grid=[{"lr": r[0], "validation_score": r[3], "selection_score": r[4]} for r in runs])
+        log.info("evaluate: %s: lr %g chosen on validation (%s)", name, lr,
+                 ", ".join(f"{r[0]:g}: {r[3]:.3f}" for r in runs))
+    return out
+
+
+def validation_score(result: dict) -> float:
+    """The score a rate is chosen by: the mean task score on the validation gate examples (scored
+    once on the kept epoch; the selection examples, which chose that epoch, are its max over epochs)."""
+    gate = result.get("gate") or {}
+    if "score" not in gate:
+        raise ValueError("fit_multitask returned no gate (validation) score")
+    return float(gate["score"])
