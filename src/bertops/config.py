@@ -13,10 +13,31 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Lightning's precision names, plus auto (bertops.train.precision.resolve_precision)
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"]
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from a number of seconds, "SS", "MM:SS" or "HH:MM:SS" (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration: give seconds or HH:MM:SS")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        parts = str(value).strip().split(":")
+        try:
+            if len(parts) > 3 or not all(p.strip() for p in parts):
+                raise ValueError
+            seconds = sum(float(p) * 60 ** i for i, p in enumerate(reversed(parts)))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a duration: give seconds or HH:MM:SS") from None
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return seconds
 
 
 class _Section(BaseModel):
@@ -105,6 +126,10 @@ class PretrainingDataParams(_Section):
     seed: int | None = None  # None: the top-level seed
     random_next_pool_size: int = Field(20000, ge=1)
     batch_chars: int = Field(2_000_000, ge=1)
+    # task-adaptive pretraining (bertops.text.task_texts): these tasks' *train* inputs join the corpus
+    task_texts: list[str] = Field(default_factory=list)
+    task_texts_per_document: int = Field(8, ge=1)  # paragraphs (records) per corpus document
+    task_texts_path: str = "artifacts/tokenize/task_texts.jsonl"  # the documents, as written
 
 
 class RegisterParams(_Section):
@@ -191,6 +216,10 @@ class PretrainParams(_Section):
     tokenizer_dir: str = "artifacts/tokenizer"
     out_dir: str = "artifacts/pretrain"
     max_steps: int = Field(1000, ge=1)
+    # wall-clock budget in seconds (or "HH:MM:SS"); training stops at max_time or max_steps, whichever
+    # comes first, and the lr decays to zero at it (bertops.train.pretrain_schedule). None: steps only.
+    max_time: float | None = None
+    dropout: float | None = Field(None, ge=0, lt=1)  # pretraining only (config.json keeps its own)
     batch_size: int = Field(32, ge=1)  # per device, per micro-batch
     eval_batch_size: int | None = None  # None: batch_size
     accumulate_grad_batches: int = Field(1, ge=1)
@@ -221,6 +250,11 @@ class PretrainParams(_Section):
     eval_max_batches: int | None = None  # final held-out evaluation; None: the whole split
     resume: bool = True  # continue from checkpoints/last.ckpt when it was made with the same settings
     peak_tflops: float | None = None  # MFU denominator; None: measure the matmul ceiling
+
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
 
 
 class Params(_Section):

@@ -128,7 +128,9 @@ def test_a_rerun_resuming_at_max_steps_writes_every_declared_output(inputs, tmp_
     stage.main(params)
     out = tmp_path / "pretrain"
     declared = _declared_outputs("pretrain", load_params(REPO / "params.yaml").pretrain.out_dir)
-    assert {Path("checkpoints"), Path("plots"), Path("logs/metrics.csv"), Path("metrics.json")} <= set(declared)
+    assert {Path("plots"), Path("logs/metrics.csv"), Path("metrics.json")} <= set(declared)
+    # not a DVC output: dvc repro never deletes the resume point (and the run cache stays usable)
+    assert Path("checkpoints") not in declared
 
     def curve():
         with open(out / "logs" / "metrics.csv", newline="") as f:
@@ -252,6 +254,70 @@ def test_killed_run_resumes_where_it_stopped(inputs, tmp_path, monkeypatch):
     assert logged[0] < saved_step and logged[-1] >= 20
 
     _assert_same_weights(ref_dir, out)
+
+
+@pytest.mark.slow
+def test_time_budget_stops_at_the_deadline_and_a_resumed_run_keeps_its_schedule(inputs, tmp_path, monkeypatch):
+    """pretrain.max_time on a fake clock (each training step "takes" 1 s, no sleeping): training
+    stops at the deadline long before max_steps, with the learning rate at zero there. A run stopped
+    (SIGTERM) at step 5 and re-run resumes the elapsed time from its checkpoint: it stops at the same
+    step, with the same tokens and the same weights as the uninterrupted run (a restarted clock or
+    schedule would train past the deadline or with other rates)."""
+    import csv
+
+    import lightning as L
+
+    from bertops.train import pretrain_schedule
+    from bertops.train.pretrain import fit_pretraining
+
+    fake = {"now": 0.0}
+    monkeypatch.setattr(pretrain_schedule, "_now", lambda: fake["now"])
+    monkeypatch.setenv("BERTOPS_TRACKING", "off")
+
+    class Tick(L.Callback):  # runs before the module's own on_train_batch_end (the deadline check)
+        def on_train_batch_end(self, *args):
+            fake["now"] += 1.0
+
+    class StopAfter(L.Callback):
+        def __init__(self, step):
+            self.step = step
+
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == self.step:
+                trainer._signal_connector.received_sigterm = True  # what Lightning's handler sets
+
+    settings = {"max_steps": 500, "max_time": "0:12", "warmup_steps": 2, "checkpoint_every_n_steps": 1000,
+                "eval_every_n_steps": None, "log_every_n_steps": 1, "eval_max_batches": 2}
+    ref_dir = tmp_path / "ref"
+    ref = fit_pretraining(tiny_params(ref_dir, *inputs, **settings), *inputs, ref_dir / "pretrain",
+                          callbacks=[Tick()])["metrics"]
+    assert ref["global_step"] == 12 and ref["max_time"] == 12.0
+    assert ref["train_seconds_total"] == pytest.approx(12.0)
+    assert ref["train_tokens"] > 0 and ref["train_positions"] >= ref["train_tokens"]
+    with open(ref_dir / "pretrain" / "logs" / "metrics.csv", newline="") as f:
+        lr = {int(float(r["step"])): float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")}
+    # Lightning logs step s's row after the scheduler stepped with the time at the end of step s:
+    # linear in the elapsed seconds, zero at the 12 s deadline (the rate a 13th step would have had)
+    assert sorted(lr) == list(range(12))
+    assert [lr[s] for s in range(1, 12)] == pytest.approx([3e-3 * (1 - s / 12) for s in range(1, 12)])
+
+    run_dir = tmp_path / "run"
+    params = tiny_params(run_dir, *inputs, **settings)
+    with pytest.raises(SystemExit):
+        fit_pretraining(params, *inputs, run_dir / "pretrain", callbacks=[Tick(), StopAfter(5)])
+    saved = torch.load(run_dir / "pretrain" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 5 and saved["bertops"]["train_seconds"] == pytest.approx(5.0)
+    fake["now"] += 1000.0  # another process, another raw clock reading: only the elapsed time counts
+    result = fit_pretraining(params, *inputs, run_dir / "pretrain", callbacks=[Tick()])["metrics"]
+    assert result["resumed_from_step"] == 5 and result["global_step"] == 12
+    assert result["train_seconds_total"] == pytest.approx(12.0)
+    assert result["train_tokens"] == ref["train_tokens"]
+    _assert_same_weights(ref_dir, run_dir / "pretrain")
+
+    # re-run at the deadline: nothing is trained, the same model
+    again = fit_pretraining(params, *inputs, run_dir / "pretrain", callbacks=[Tick()])["metrics"]
+    assert again["resumed_from_step"] == 12 and again["global_step"] == 12
+    _assert_same_weights(ref_dir, run_dir / "pretrain")
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """Stage `tokenize`: WordPiece tokenizer + NSP pretraining examples from the corpus.
 
-Inputs: data/corpus/<source>.jsonl for each of `data.corpus_sources` (all *.jsonl when empty).
+Inputs: data/corpus/<source>.jsonl for each of `data.corpus_sources` (all *.jsonl when empty), and,
+for task-adaptive pretraining, the train splits of the tasks named in `pretraining_data.task_texts`
+(bertops.text.task_texts: validation/test sentences of every task are kept out; data/ is not changed).
 Outputs: `tokenizer.out_dir` (a transformers tokenizer dir), `pretraining_data.out_dir` (DatasetDict
 train/validation of unmasked "[CLS] A [SEP] B [SEP]" examples), `pretraining_data.stats_path`
 (examples, tokens, NSP label balance, seconds, tokens/s per split); all written atomically and
@@ -15,7 +17,7 @@ from pathlib import Path
 from bertops import tracking
 from bertops.config import DataParams, Params
 from bertops.errors import BertopsError
-from bertops.io import atomic_path, write_json
+from bertops.io import atomic_path, write_json, write_jsonl
 
 
 def corpus_files(data: DataParams) -> list[Path]:
@@ -32,6 +34,25 @@ def corpus_files(data: DataParams) -> list[Path]:
     return files
 
 
+def write_task_texts(params: Params) -> dict:
+    """Write the task-adaptive documents (`pretraining_data.task_texts`) to `task_texts_path`;
+    return per-task counts (paragraphs, held-out sentences dropped, documents)."""
+    from bertops.text.task_texts import held_out_sentences, task_train_documents
+
+    dp = params.pretraining_data
+    unknown = sorted(set(dp.task_texts) - set(params.tasks))
+    if unknown:
+        raise BertopsError(f"pretraining_data.task_texts: unknown task(s) {unknown}; tasks: {sorted(params.tasks)}")
+    counts: dict = {}
+    # held out: the validation/test sentences of every declared task, not only the ones used
+    docs = task_train_documents(params.tasks, dp.task_texts, dp.task_texts_per_document,
+                                held_out=held_out_sentences(params.tasks), stats=counts)
+    if not docs:
+        raise BertopsError(f"pretraining_data.task_texts {dp.task_texts}: no training text found")
+    write_jsonl(dp.task_texts_path, docs)
+    return counts
+
+
 def main(params: Params) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -44,6 +65,12 @@ def main(params: Params) -> dict:
                "corpus_files": [str(f) for f in files]}
     with tracking.stage_run("tokenize", section):
         start = time.perf_counter()
+        task_text_stats = None
+        if dp.task_texts:
+            task_text_stats = write_task_texts(params)
+            files = [*files, Path(dp.task_texts_path)]
+        else:  # a declared output of the stage: empty when task-adaptive pretraining is off
+            write_jsonl(dp.task_texts_path, [])
         if tp.vocab_file:
             tok = wordpiece_from_vocab_file(tp.vocab_file, tp.lowercase)
         else:
@@ -65,6 +92,7 @@ def main(params: Params) -> dict:
                 random_next_pool_size=dp.random_next_pool_size, batch_chars=dp.batch_chars,
                 progress=lambda n: bar.update(task, completed=n))
         stats["vocab_size"] = tok.get_vocab_size()
+        stats["task_texts"] = task_text_stats
         stats["tokenizer_seconds"] = tokenizer_seconds
         stats["pretraining_data_seconds"] = stats.pop("seconds")
         stats["stage_seconds"] = time.perf_counter() - start

@@ -14,7 +14,11 @@ Resuming a killed run restores everything the next step depends on:
   before the first resumed step; the data loaders use their own generators so that building
   them does not move the global RNG.
 So a resumed run reproduces the uninterrupted run (tests/integration/test_pretrain.py checks the
-weights match). last.ckpt is written every `checkpoint_every_n_steps`, at the end, and when the run
+weights match). With a time budget (`pretrain.max_time`, bertops.train.pretrain_schedule) training
+stops at the deadline or max_steps, whichever comes first, the lr reaches zero at it, and the
+elapsed training time travels in the checkpoint, so a resumed run keeps the same schedule and
+deadline; such runs depend on the machine's speed and are not bit-reproducible.
+last.ckpt is written every `checkpoint_every_n_steps`, at the end, and when the run
 is stopped by SIGTERM (at the step reached; the process then exits with status 143).
 """
 
@@ -59,8 +63,8 @@ if TYPE_CHECKING:
 # Settings that change what a resumed run would compute; a checkpoint made with other values
 # is not resumed (it is deleted and training starts over).
 _FINGERPRINT_KEYS = (
-    "max_steps", "batch_size", "accumulate_grad_batches", "learning_rate", "warmup_steps",
-    "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "mlm_probability",
+    "max_steps", "max_time", "dropout", "batch_size", "accumulate_grad_batches", "learning_rate",
+    "warmup_steps", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "mlm_probability",
     "mask_replace_prob", "random_replace_prob", "whole_word_mask", "pad_to_multiple_of",
     "max_predictions_per_seq", "compile", "precision")
 
@@ -118,7 +122,7 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
         max_steps=p.max_steps, weight_decay=p.weight_decay, adam_beta1=p.adam_beta1,
         adam_beta2=p.adam_beta2, adam_epsilon=p.adam_epsilon, max_predictions=max_predictions,
         compile=p.compile, log_every_n_steps=p.log_every_n_steps, peak_tflops=p.peak_tflops,
-        fingerprint=fingerprint)
+        fingerprint=fingerprint, max_time=p.max_time, dropout=p.dropout)
     datamodule = PretrainingDataModule(
         dataset, tokenizer, p.batch_size, params.seed, p.max_steps, p.accumulate_grad_batches,
         mlm_probability=p.mlm_probability, mask_replace_prob=p.mask_replace_prob,
@@ -174,8 +178,14 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
     windows = module.perf_history[1:] or module.perf_history
     perf = {k: float(np.median([w[f"perf/{k}"] for w in windows])) if windows else None
             for k in ("tokens_per_s", "nonpad_tokens_per_s", "mfu", "mfu_stock_flops")}
+    world = trainer.world_size  # every rank sees batches of the same size: rank 0's count x ranks
     metrics.update({"global_step": int(trainer.global_step), "resumed_from_step": started_step,
-                    "train_seconds": round(train_seconds, 2), "train_tokens_per_s": perf["tokens_per_s"],
+                    "train_seconds": round(train_seconds, 2),
+                    # whole run, resumed parts included (they travel in the checkpoint)
+                    "train_seconds_total": round(module.training_clock.elapsed(), 2),
+                    "train_tokens": module.tokens_reached() * world,
+                    "train_positions": module.positions_seen * world,
+                    "max_time": p.max_time, "train_tokens_per_s": perf["tokens_per_s"],
                     "train_nonpad_tokens_per_s": perf["nonpad_tokens_per_s"],
                     "mfu": perf["mfu"], "mfu_stock_flops": perf["mfu_stock_flops"]})
     info = {"preset": params.model.preset, "num_parameters": sum(x.numel() for x in module.model.parameters()),

@@ -9,7 +9,11 @@ sparse-head step executes, `perf/mfu_stock_flops` and `perf/model_tflops` the st
 convention (MLM head at every position), against `perf/peak_tflops` (pretrain.peak_tflops when
 given, e.g. the datasheet peak; else the measured matmul ceiling).
 A checkpoint carries the run's fingerprint and RNG states (bertops.train.checkpointing); the RNG
-is put back just before the first resumed step.
+is put back just before the first resumed step. It also carries the training time elapsed and the
+tokens seen, so a run on a time budget (`max_time`, bertops.train.pretrain_schedule) resumes its
+schedule and deadline where it stopped, and the tokens reached count the whole run.
+`dropout` (pretrain.dropout) sets the p of every dropout module for pretraining only: the model's
+config keeps its own rates, so the saved config.json (what fine-tuning builds) is unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from bertops.train.checkpointing import STATE_KEY, rank_rng_state, restore_rng_state, resume_state
 from bertops.train.flops import FLOP_CONVENTION, executed_flops_per_token, measure_matmul_tflops, model_flops_per_token
+from bertops.train.pretrain_schedule import BudgetSchedule, TrainingClock, over_budget
 
 
 class BertPretrainingModule(L.LightningModule):
@@ -36,7 +41,8 @@ class BertPretrainingModule(L.LightningModule):
                  adam_beta2: float = 0.999, adam_epsilon: float = 1e-6,
                  max_predictions: int | None = None, compile: bool = False, fused_adamw: bool | None = None,
                  log_every_n_steps: int = 10, peak_tflops: float | None = None,
-                 fingerprint: str = "", flop_convention: str = FLOP_CONVENTION):
+                 fingerprint: str = "", flop_convention: str = FLOP_CONVENTION,
+                 max_time: float | None = None, dropout: float | None = None):
         super().__init__()
         from transformers import BertConfig
 
@@ -45,6 +51,14 @@ class BertPretrainingModule(L.LightningModule):
         self.save_hyperparameters()
         self.config = BertConfig.from_dict(model_config)
         self.objective = BertPretrainingObjective(build_pretraining_model(self.config), max_predictions)
+        if dropout is not None:  # pretraining only: config.json keeps the config's rates
+            for m in self.objective.modules():
+                if isinstance(m, torch.nn.Dropout):
+                    m.p = float(dropout)
+        self.training_clock = TrainingClock()  # seconds of training, carried across resumes
+        self.tokens_seen = 0  # real (non-padding) tokens of the training batches, whole run
+        self.positions_seen = 0  # padded positions (the work done), whole run
+        self._nonpad_pending: torch.Tensor | int = 0  # summed on the device, synced when logged
         self.most_frequent_token_id: int | None = None  # for the MLM baseline during evaluation
         self._rng_to_restore: dict | None = None
         self._peak_tflops = peak_tflops
@@ -74,6 +88,10 @@ class BertPretrainingModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.objective(**batch)
         self._predicted += out.predicted_positions
+        # counted here, before the periodic checkpoint of this step is written (callbacks run first)
+        self.positions_seen += batch["input_ids"].numel()
+        if "attention_mask" in batch:
+            self._nonpad_pending = self._nonpad_pending + batch["attention_mask"].sum()
         n = batch["input_ids"].shape[0]
         self.log("train/loss", out.loss, prog_bar=True, batch_size=n)
         self.log("train/mlm_loss", out.mlm_loss, batch_size=n)
@@ -84,7 +102,15 @@ class BertPretrainingModule(L.LightningModule):
             self.log("train/mlm_dropped", out.mlm_dropped.float(), batch_size=n)
         return out.loss
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        if over_budget(self.training_clock, self.hparams.max_time):
+            # a run resumed at (or past) its deadline: train nothing, stop
+            self.trainer.should_stop = True
+            return -1
+        return None
+
     def on_train_start(self) -> None:
+        self.training_clock.start()
         if self._peak_tflops is None:
             dtype = torch.bfloat16 if "bf16" in str(self.trainer.precision) else torch.float32
             self._peak_tflops = measure_matmul_tflops(self.device, dtype)
@@ -107,6 +133,8 @@ class BertPretrainingModule(L.LightningModule):
         w["batches"] += 1
         w["predicted"] += self._predicted
         self._predicted = 0
+        if over_budget(self.training_clock, self.hparams.max_time):
+            self.trainer.should_stop = True  # the deadline: this step was the last
         step = self.trainer.global_step
         if step == self._last_logged_step or step % self.hparams.log_every_n_steps:
             return
@@ -132,8 +160,8 @@ class BertPretrainingModule(L.LightningModule):
         self.perf_history.append({k: float(v) for k, v in metrics.items()})
         if not self.trainer.progress_bar_callback and step % (10 * self.hparams.log_every_n_steps) == 0:
             # no terminal, no progress bar: a line now and then for the log file
-            rank_zero_info(f"step {step}/{self.trainer.max_steps}: loss {float(outputs['loss']):.3f}, "
-                           f"{metrics['perf/tokens_per_s']:,.0f} tokens/s")
+            rank_zero_info(f"step {step}/{self.trainer.max_steps} ({self.training_clock.elapsed():.0f} s): "
+                           f"loss {float(outputs['loss']):.3f}, {metrics['perf/tokens_per_s']:,.0f} tokens/s")
         self._reset_window()
 
     def on_validation_start(self) -> None:
@@ -183,7 +211,11 @@ class BertPretrainingModule(L.LightningModule):
             [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=hp.learning_rate, betas=(hp.adam_beta1, hp.adam_beta2), eps=hp.adam_epsilon,
             fused=self._use_fused_adamw())
-        scheduler = get_linear_schedule_with_warmup(optimizer, hp.warmup_steps, hp.max_steps)
+        if hp.max_time is None:  # the step schedule, as it always was (bit-identical runs)
+            scheduler = get_linear_schedule_with_warmup(optimizer, hp.warmup_steps, hp.max_steps)
+        else:  # warm-up, then linear decay to zero at the deadline (or max_steps, if sooner)
+            scheduler = BudgetSchedule(optimizer, hp.warmup_steps, hp.max_steps, hp.max_time,
+                                       self.training_clock)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _loss_scaler(self) -> Any:
@@ -215,9 +247,22 @@ class BertPretrainingModule(L.LightningModule):
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     # ---- checkpoints ----------------------------------------------------------------------
+    def tokens_reached(self) -> int:
+        """Real tokens of all training batches so far (this run and the runs it resumed)."""
+        self.tokens_seen += int(self._nonpad_pending)
+        self._nonpad_pending = 0
+        return self.tokens_seen
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint.setdefault(STATE_KEY, {}).update(resume_state(self.hparams.fingerprint))
+        # a time-budget run resumes its schedule and deadline; tokens count the whole run
+        checkpoint[STATE_KEY].update(train_seconds=self.training_clock.elapsed(),
+                                     tokens_seen=self.tokens_reached(), positions_seen=self.positions_seen)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rank, world = (self._trainer.global_rank, self._trainer.world_size) if self._trainer else (0, 1)
         self._rng_to_restore = rank_rng_state(checkpoint.get(STATE_KEY, {}), rank, world)
+        state = checkpoint.get(STATE_KEY, {})
+        self.training_clock.restore(state.get("train_seconds", 0.0))
+        self.tokens_seen = int(state.get("tokens_seen", 0))
+        self.positions_seen = int(state.get("positions_seen", 0))
