@@ -3,7 +3,7 @@
 Each task runs `dvc repro --single-item STAGE`, so a Prefect run updates dvc.lock and skips
 unchanged stages exactly as `dvc repro` does; there is no second list of stages to drift.
 The flow opens one MLflow parent run; every stage's run is its child. Training stages can be
-sent to a GPU work pool (`gpu_deployment`), where `stage_flow` runs them on a worker.
+sent to a GPU work pool (`gpu_deployment`): flows/worker.py runs them in the worker's own checkout.
 
     python -m flows.pipeline              # run once (Prefect's temporary local server)
     bertops run -S pretrain.max_steps=50  # the same, with parameter overrides
@@ -92,8 +92,11 @@ LOCK_BUSY_MARKS = ("is busy, it is being blocked by", "Unable to acquire lock")
 
 
 def run_dvc_stage(stage: str, root: str, env: dict[str, str], log=print, grace_seconds: float = 60.0,
-                  lock_wait_seconds: float = 300.0, lock_retry_seconds: float = 5.0) -> tuple[int, list[str]]:
+                  lock_wait_seconds: float = 300.0, lock_retry_seconds: float = 5.0,
+                  pull: bool = False) -> tuple[int, list[str]]:
     """`dvc repro --single-item STAGE`, streaming its output to `log`; (exit status, output lines).
+    With `pull`, `dvc repro --pull`: missing inputs and DVC's run cache come from the DVC remote
+    (what a worker in its own checkout needs, flows/worker.py).
 
     dvc and the stage run in their own process group. When this process is being stopped (a
     Prefect cancel raises TerminationSignal here, Ctrl-C KeyboardInterrupt), the whole group gets
@@ -115,7 +118,7 @@ def run_dvc_stage(stage: str, root: str, env: dict[str, str], log=print, grace_s
     deadline = time.monotonic() + lock_wait_seconds
     lines: list[str] = []
     while True:
-        code, attempt = _run_dvc_once(stage, root, env, log, grace_seconds)
+        code, attempt = _run_dvc_once(stage, root, env, log, grace_seconds, pull)
         lines += attempt
         blocker = _lock_blocker(code, attempt)
         left = deadline - time.monotonic()
@@ -137,10 +140,11 @@ def _lock_blocker(code: int, lines: list[str]) -> str | None:
     return None
 
 
-def _run_dvc_once(stage: str, root: str, env: dict[str, str], log, grace_seconds: float) -> tuple[int, list[str]]:
+def _run_dvc_once(stage: str, root: str, env: dict[str, str], log, grace_seconds: float,
+                  pull: bool = False) -> tuple[int, list[str]]:
     # The venv's bin first, so dvc.yaml's `python -m bertops.stages ...` commands run this install.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    proc = subprocess.Popen([_dvc(), "repro", "--single-item", stage], cwd=root,
+    proc = subprocess.Popen([_dvc(), "repro", "--single-item", *(["--pull"] if pull else []), stage], cwd=root,
                             env={**os.environ, **env, "PATH": path}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
@@ -173,8 +177,8 @@ def _stop_group(proc: subprocess.Popen, grace_seconds: float) -> None:
 
 
 @task(task_run_name="{stage}", retries=1, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
-def run_stage(stage: str, root: str, env: dict[str, str]) -> dict:
-    code, lines = run_dvc_stage(stage, root, env, log=get_run_logger().info)
+def run_stage(stage: str, root: str, env: dict[str, str], pull: bool = False) -> dict:
+    code, lines = run_dvc_stage(stage, root, env, log=get_run_logger().info, pull=pull)
     if code != 0:
         raise StageFailed(stage, code, "\n".join(lines[-30:]))
     skipped = any("didn't change, skipping" in ln for ln in lines)
@@ -205,34 +209,29 @@ def _publish(stage: str, root: Path) -> None:
             create_markdown_artifact(key="registration", markdown=md, description="Registry decision")
 
 
-@flow(name="bertops-stage")
-def stage_flow(stage: str, env: dict[str, str] | None = None) -> dict:
-    """One stage on whatever worker picked it up (e.g. a GPU worker)."""
-    return run_stage(stage, str(ROOT), env or {})
-
-
 @flow(name="bertops-pipeline", log_prints=True)
 def pipeline(overrides: dict[str, Any] | None = None, gpu_deployment: str | None = None) -> list[dict]:
-    """Run every stage of dvc.yaml; a failed stage fails the flow and nothing after it runs."""
+    """Run every stage of dvc.yaml; a failed stage fails the flow and nothing after it runs.
+    One run per workspace at a time (flows/workspace.py): a second one waits or refuses."""
     from prefect.runtime import flow_run
 
-    apply_overrides(ROOT, overrides or {})
-    stages = dvc_stage_order(ROOT)
+    from flows.workspace import workspace_lock
+
     env = {"BERTOPS_FLOW_RUN_ID": str(flow_run.get_id() or "none"),
            "BERTOPS_PIPELINE_RUN": str(flow_run.get_name() or "")}
     results: list[dict] = []
-    with _parent_run(env):
-        for stage in stages:
-            if gpu_deployment and stage in TRAINING_STAGES:
-                from prefect.deployments import run_deployment
+    with workspace_lock(ROOT, {"flow_run": env["BERTOPS_FLOW_RUN_ID"], "name": env["BERTOPS_PIPELINE_RUN"]}):
+        apply_overrides(ROOT, overrides or {})
+        stages = dvc_stage_order(ROOT)
+        with _parent_run(env):
+            for stage in stages:
+                if gpu_deployment and stage in TRAINING_STAGES:
+                    from flows.worker import run_on_worker  # its own checkout; data through the DVC remote
 
-                fr = run_deployment(gpu_deployment, parameters={"stage": stage, "env": env})
-                if not fr.state or not fr.state.is_completed():
-                    raise RuntimeError(f"stage {stage!r} on {gpu_deployment} ended {fr.state}")
-                results.append({"stage": stage, "flow_run": str(fr.id)})
-            else:
-                results.append(run_stage(stage, str(ROOT), env))
-            _publish(stage, ROOT)
+                    results.append(run_on_worker(stage, gpu_deployment, str(ROOT), overrides or {}, env))
+                else:
+                    results.append(run_stage(stage, str(ROOT), env))
+                _publish(stage, ROOT)
     return results
 
 

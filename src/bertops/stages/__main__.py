@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 from bertops.env import apply_offline_env, is_global_zero
 from bertops.errors import BertopsError
 
+RESTORE_ONLY_ENV = "BERTOPS_RESTORE_ONLY"  # a stage that must come from DVC's run cache, never run here
 STAGES = ("validate", "tokenize", "pretrain", "finetune", "evaluate", "register")
 
 
@@ -45,6 +47,10 @@ def run_stage(name: str, params_file: str | Path = "params.yaml", overrides: dic
     headline numbers to metrics/NAME.json next to the params file (the project root)."""
     if name not in STAGES:
         raise BertopsError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    if os.environ.get(RESTORE_ONLY_ENV) == name:  # set by flows/worker.py on the orchestrator
+        raise BertopsError(f"stage {name!r} ran on a worker, and DVC should have restored it here from the run "
+                           "cache, but it would run it again: this workspace's code, inputs or parameters "
+                           "differ from the worker's checkout (uncommitted or unpushed changes?)")
     from bertops.lifeline import watch_orchestrator
 
     watch_orchestrator()  # under `bertops run`: stop (checkpointing) if the orchestrator dies

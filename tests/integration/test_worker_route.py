@@ -1,0 +1,215 @@
+"""The training stages on a Prefect worker in its own clone; data only through the DVC remote.
+
+Set up from nothing: a Prefect server, a `gpu` process work pool, the `bertops-stage/gpu`
+deployment of prefect.yaml (`prefect deploy`), `prefect worker start --pool gpu` in a separate
+`git clone` of the orchestrator's project (no shared working directory: the clone has no data/ and
+no artifacts/), a DVC remote both use. The pipeline flow runs in the orchestrator's project on the
+tiny config with `gpu_deployment`. Checked: pretrain, finetune and evaluate ran on the worker (its
+flow runs, its checkpoints; nothing trained in the orchestrator's folder), the orchestrator restored
+them from DVC's run cache (dvc.lock complete, `dvc status` clean), a model is registered, the
+run-time override is what the worker trained with (its MLflow params, children of the pipeline's
+parent run), a second run (the nightly deployment served by flows/serve.py, triggered) sends
+nothing to the worker and runs nothing, and a stage that fails on the worker fails the pipeline
+with nothing registered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.test_pipeline import TINY
+from tests.helpers import copy_repo_files, free_port, git_commit_all, venv_bin, wait_http
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOYMENT = "bertops-stage/gpu"
+OVERRIDE = {"pretrain.max_steps": 10}  # given at run time; TINY commits 12
+
+
+def _run(cmd: list[str], cwd: Path, env: dict, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def _stop(proc: subprocess.Popen, grace: float = 20) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+class Route:
+    """Everything the tests look at; `pipeline(overrides)` runs the flow in the orchestrator's project."""
+
+    def __init__(self, base: Path, env: dict, orch: Path, worker: Path):
+        self.base, self.env, self.orch, self.worker = base, env, orch, worker
+
+    def pipeline(self, overrides: dict, check: bool = True) -> subprocess.CompletedProcess:
+        code = ("import json, sys; from flows.pipeline import pipeline; "
+                f"pipeline(overrides=json.loads(sys.argv[1]), gpu_deployment={DEPLOYMENT!r})")
+        return _run([sys.executable, "-c", code, json.dumps(overrides)], self.orch, self.env, check=check)
+
+    def mlflow(self):
+        import mlflow
+
+        return mlflow.MlflowClient(tracking_uri=self.env["MLFLOW_TRACKING_URI"])
+
+    def flow_runs(self, flow_name: str = "bertops-stage") -> list[tuple]:
+        """(stage parameter, state name) of every run of `flow_name` on the server, oldest first."""
+        import urllib.request
+
+        body = json.dumps({"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_ASC"}).encode()
+        req = urllib.request.Request(f"{self.env['PREFECT_API_URL']}/flow_runs/filter", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            runs = json.load(r)
+        return [(run["parameters"].get("stage"), (run.get("state") or {}).get("name")) for run in runs]
+
+    def stage_flow_runs(self) -> list[tuple]:
+        return self.flow_runs("bertops-stage")
+
+
+@pytest.fixture(scope="module")
+def route(tmp_path_factory, real_data_dir):
+    base = tmp_path_factory.mktemp("worker_route")
+    orch, worker, remote = base / "orchestrator", base / "worker", base / "dvc-remote"
+    port = free_port()
+    env = {**os.environ,
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+           "PREFECT_HOME": str(base / "prefect-home"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}", "BERTOPS_TRACKING": "on",
+           "DVC_NO_ANALYTICS": "1", "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
+    for key in ("BERTOPS_PARENT_RUN_ID", "BERTOPS_PROJECT_DIR", "BERTOPS_REPO_URL"):
+        env.pop(key, None)
+    procs: list[subprocess.Popen] = []
+    logs = base / "logs"
+    logs.mkdir()
+    try:
+        server = subprocess.Popen([venv_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                  env=env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        procs.append(server)
+
+        # the orchestrator's project: the repository's files, the data, the tiny params, one commit
+        copy_repo_files(orch)
+        shutil.copytree(real_data_dir, orch / "data")
+        sys.path.insert(0, str(REPO))
+        from flows.pipeline import apply_overrides
+
+        apply_overrides(orch, TINY)
+        git_commit_all(orch, "tiny")
+        _run([venv_bin("dvc"), "commit", "--force", "data.dvc"], orch, env)  # data/ into the DVC cache
+        if _run(["git", "status", "--porcelain", "data.dvc"], orch, env).stdout.strip():
+            _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "data"], orch, env)
+        # the worker's own clone: no data, no artifacts
+        _run(["git", "clone", "-q", str(orch), str(worker)], base, env)
+        assert not (worker / "data").exists()
+        for project in (orch, worker):
+            _run([venv_bin("dvc"), "remote", "add", "--local", "-d", "storage", str(remote)], project, env)
+
+        wait_http(f"http://127.0.0.1:{port}/api/health", timeout=120, proc=server)
+        _run([venv_bin("prefect"), "work-pool", "create", "gpu", "--type", "process"], worker, env)
+        worker_env = {**env, "BERTOPS_PROJECT_DIR": str(worker), "BERTOPS_REPO_URL": str(orch)}
+        _run([venv_bin("prefect"), "--no-prompt", "deploy", "--name", "gpu"], worker, worker_env)
+        procs.append(subprocess.Popen([venv_bin("prefect"), "worker", "start", "--pool", "gpu"], cwd=worker,
+                                      env=worker_env, stdout=open(logs / "worker.log", "w"),
+                                      stderr=subprocess.STDOUT, start_new_session=True))
+        # the nightly deployment, served from the orchestrator's project, training on the pool
+        procs.append(subprocess.Popen([sys.executable, "-m", "flows.serve", "--gpu-deployment", DEPLOYMENT],
+                                      cwd=orch, env=env, stdout=open(logs / "serve.log", "w"),
+                                      stderr=subprocess.STDOUT, start_new_session=True))
+        r = Route(base, env, orch, worker)
+        t0 = time.monotonic()
+        r.first = r.pipeline(OVERRIDE)
+        r.first_seconds = time.monotonic() - t0
+        yield r
+    finally:
+        for proc in reversed(procs):  # the worker before the server
+            _stop(proc)
+
+
+def test_training_stages_run_on_the_worker_and_a_model_is_registered(route):
+    assert [s for s, _ in route.stage_flow_runs()] == ["pretrain", "finetune", "evaluate"]
+    assert {state for _, state in route.stage_flow_runs()} == {"Completed"}
+    # trained in the worker's clone, never in the orchestrator's folder
+    assert (route.worker / "artifacts/pretrain/checkpoints/last.ckpt").exists()
+    assert not (route.orch / "artifacts/pretrain/checkpoints").exists()
+    for path in ("artifacts/pretrain/model", "artifacts/finetune/model", "artifacts/evaluate/report.md",
+                 "metrics/pretrain.json", "metrics/evaluate.json"):
+        assert (route.orch / path).exists(), path  # restored from DVC's run cache
+    lock = yaml.safe_load((route.orch / "dvc.lock").read_text())["stages"]
+    assert set(lock) == {"validate", "tokenize", "pretrain", "finetune", "evaluate", "register"}
+    assert lock["pretrain"]["params"]["params.yaml"]["pretrain"]["max_steps"] == OVERRIDE["pretrain.max_steps"]
+
+    result = json.loads((route.orch / "artifacts/register/result.json").read_text())
+    assert result["alias"] == "champion"
+    client = route.mlflow()
+    assert client.get_model_version_by_alias("bertops", "champion").version == result["version"]
+
+
+def test_the_worker_trained_with_the_run_time_override_as_children_of_the_pipeline_run(route):
+    client = route.mlflow()
+    runs = client.search_runs([client.get_experiment_by_name("bertops").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("bertops.stage") == "pipeline"]
+    assert len(parents) == 1
+    by_stage = {r.data.tags["bertops.stage"]: r for r in runs if r.data.tags.get("bertops.stage") != "pipeline"}
+    for stage in ("validate", "tokenize", "pretrain", "finetune", "evaluate", "register"):
+        assert by_stage[stage].data.tags.get("mlflow.parentRunId") == parents[0].info.run_id, stage
+    pretrain = by_stage["pretrain"]
+    assert pretrain.data.params["pretrain.max_steps"] == str(OVERRIDE["pretrain.max_steps"])
+    assert pretrain.data.metrics["heldout.global_step"] == OVERRIDE["pretrain.max_steps"]
+    # the worker's process, not the orchestrator's, owned the training runs
+    owners = {s: by_stage[s].data.tags["bertops.process"] for s in by_stage}
+    assert owners["pretrain"] != owners["validate"]
+
+
+def test_the_orchestrator_is_clean_and_the_triggered_nightly_run_runs_nothing(route):
+    """The second run is the nightly deployment (flows/serve.py, served against the Prefect server),
+    triggered by hand: it completes, sends nothing to the worker and changes nothing."""
+    dvc_status = _run([venv_bin("dvc"), "status"], route.orch, route.env).stdout
+    assert dvc_status.strip().endswith("up to date."), dvc_status
+    lock_before = (route.orch / "dvc.lock").read_text()
+    versions = len(route.mlflow().search_model_versions("name='bertops'"))
+    stage_runs = len(route.stage_flow_runs())
+
+    out = _run([venv_bin("prefect"), "deployment", "run", "bertops-pipeline/nightly-retrain",
+                "--params", json.dumps({"overrides": OVERRIDE}), "--watch", "--watch-timeout", "600"],
+               route.orch, route.env)
+    assert "Completed" in out.stdout + out.stderr, out.stdout[-3000:]
+    nightly = route.flow_runs("bertops-pipeline")
+    assert nightly[-1][1] == "Completed" and len(nightly) == 2
+    assert len(route.stage_flow_runs()) == stage_runs  # nothing sent to the worker: nothing changed
+    assert (route.orch / "dvc.lock").read_text() == lock_before
+    assert len(route.mlflow().search_model_versions("name='bertops'")) == versions
+    assert _run([venv_bin("dvc"), "status"], route.orch, route.env).stdout.strip().endswith("up to date.")
+
+
+def test_a_stage_failing_on_the_worker_fails_the_pipeline_and_registers_nothing(route):
+    versions = len(route.mlflow().search_model_versions("name='bertops'"))
+    # fine for the parameter checks, but no batch of that size fits the tiny data: pretrain fails
+    out = route.pipeline({**OVERRIDE, "pretrain.batch_size": 100000}, check=False)
+    logged = out.stdout + out.stderr
+    assert out.returncode != 0, logged[-4000:]
+    assert "fewer than one global batch" in logged or "pretrain" in logged
+    assert route.stage_flow_runs()[-1] == ("pretrain", "Failed")
+    assert len(route.mlflow().search_model_versions("name='bertops'")) == versions
+    lock = yaml.safe_load((route.orch / "dvc.lock").read_text())["stages"]
+    assert lock["pretrain"]["params"]["params.yaml"]["pretrain"]["batch_size"] != 100000
