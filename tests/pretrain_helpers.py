@@ -94,6 +94,8 @@ def tiny_pretrain_overrides(data_dir: str | Path, tok_dir: str | Path, out_dir: 
     overrides = {"model.preset": "tiny", "model.overrides": TINY_MODEL,
                  "pretrain.data_dir": str(data_dir), "pretrain.tokenizer_dir": str(tok_dir),
                  "pretrain.out_dir": str(out_dir), "pretrain.batch_size": 16,
+                 # a step budget: the tests compare weights bit for bit (a time budget depends on speed)
+                 "pretrain.max_time": None,
                  "pretrain.learning_rate": 3e-3, "pretrain.warmup_steps": 5, "pretrain.peak_tflops": 0.05,
                  "pretrain.log_every_n_steps": 5, "pretrain.accelerator": "cpu", "pretrain.devices": 1}
     overrides.update({f"pretrain.{k}": v for k, v in pretrain.items()})

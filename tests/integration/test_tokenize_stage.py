@@ -14,12 +14,18 @@ REPO = Path(__file__).resolve().parents[2]
 SOURCES = ["speeches", "rotten-tomatoes-plots"]
 
 
+TASKS = ["sentiment", "topic", "wic", "code-entities", "define-qa"]
+
+
 def stage_params(data_dir: Path, out: Path, **extra):
     return load_params(REPO / "params.yaml", {
         "data.dir": str(data_dir), "data.corpus_sources": SOURCES,
         "tokenizer.out_dir": str(out / "tokenizer"), "tokenizer.vocab_size": 2000,
         "pretraining_data.out_dir": str(out / "pretraining_data"),
         "pretraining_data.stats_path": str(out / "tokenize" / "stats.json"),
+        "pretraining_data.task_texts_path": str(out / "tokenize" / "task_texts.jsonl"),
+        "pretraining_data.task_texts": [],
+        **{f"tasks.{t}.path": str(data_dir / "tasks" / t) for t in TASKS},
         "pretraining_data.dupe_factor": 1, **extra})
 
 
@@ -111,3 +117,42 @@ def test_missing_corpus_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setenv("BERTOPS_TRACKING", "off")
     with pytest.raises(BertopsError, match="bertops data fetch"):
         tokenize.main(stage_params(tmp_path / "nowhere", tmp_path))
+
+
+def test_task_texts_join_the_corpus_without_held_out_sentences(first_run, real_data_dir, tmp_path, monkeypatch):
+    """pretraining_data.task_texts: the train inputs of the named tasks become corpus documents; no
+    sentence of any task's validation or test split enters (WiC and define-qa share WordNet example
+    sentences under different splits), labels do not enter, and the stats say what was added."""
+    import datasets
+
+    from bertops.io import read_jsonl
+    from bertops.text.sentences import split_sentences
+    from bertops.text.task_texts import held_out_sentences, normalize_text, record_texts
+
+    monkeypatch.setenv("BERTOPS_TRACKING", "off")
+    params = stage_params(real_data_dir, tmp_path, **{"pretraining_data.task_texts": ["wic", "define-qa"]})
+    result = tokenize.main(params)
+    docs = list(read_jsonl(tmp_path / "tokenize" / "task_texts.jsonl"))
+    assert {d["source"] for d in docs} == {"task-train/wic", "task-train/define-qa"}
+    assert all(d["id"].startswith(d["source"] + "/") for d in docs)
+    held_out = held_out_sentences(params.tasks)
+    sentences = {normalize_text(s) for d in docs for s in split_sentences(d["text"])}
+    assert sentences and not sentences & held_out
+    # the train inputs are there (those not shared with a held-out split)
+    wic_train = [s for rec in read_jsonl(real_data_dir / "tasks" / "wic" / "train.jsonl")
+                 for s in record_texts("pair_classification", rec, ["sentence1", "sentence2"])]
+    kept = [s for s in wic_train if normalize_text(s) not in held_out]
+    assert len(kept) > 0.9 * len(wic_train) and all(normalize_text(s) in sentences for s in kept[:200])
+    stats = json.loads((tmp_path / "tokenize" / "stats.json").read_text())
+    assert stats["task_texts"]["wic"]["documents"] + stats["task_texts"]["define-qa"]["documents"] == len(docs)
+    assert stats["task_texts"]["wic"]["held_out_sentences_dropped"] > 0
+    dd = datasets.load_from_disk(str(tmp_path / "pretraining_data"))
+    assert result["examples"]["train"] == len(dd["train"]) > first_run[1]["examples"]["train"]
+    # without task texts, the declared output is an empty file
+    assert (first_run[0] / "tokenize" / "task_texts.jsonl").read_text() == ""
+
+
+def test_unknown_task_texts_is_a_user_error(real_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTOPS_TRACKING", "off")
+    with pytest.raises(BertopsError, match="task_texts"):
+        tokenize.main(stage_params(real_data_dir, tmp_path, **{"pretraining_data.task_texts": ["nope"]}))

@@ -1,0 +1,169 @@
+"""How much pretraining is enough (issue 10, point 4): one pretraining run on a wall-clock budget,
+snapshots of the encoder at fractions of it, and each snapshot fine-tuned against random init.
+
+    .venv/bin/python bench/pretraining_curve.py --budget 1:00:00 --fractions 0.125 0.25 0.5 1 \\
+        --lrs 1e-3 2e-3 --seeds 1234 --out bench/results/pretraining-curve-cpu
+
+Everything runs in a scratch workspace (--work, default /tmp/bertops-curve: a copy of params.yaml,
+a link to data/), so the project's artifacts/ and params.yaml are not touched:
+1. the tokenize stage (params.yaml's tokenizer and pretraining_data, task texts included);
+2. one pretraining run with `pretrain.max_time = budget` (the lr schedule decays to zero at the end of
+   the whole budget; the snapshots at earlier fractions are taken mid-schedule, as a curve of one run
+   is, not separately annealed runs), saving the encoder (a standard BertForPreTraining dir) when
+   the training clock passes each fraction; the steps and tokens reached at each are recorded;
+3. the finetune stage (params.yaml's `finetune:` budget) for every snapshot and for random init, at
+   every lr of --lrs and every seed of --seeds; an encoder's score is its best lr's mean over seeds
+   of the validation score (selection and gate examples together). The test split is never read.
+Writes OUT.md (table), OUT.json and OUT.png (validation score against pretraining minutes, with the
+random-init line). -S KEY=VALUE overrides params (e.g. -S pretrain.batch_size=64).
+A time budget depends on the machine: the figure is for the machine it ran on (say which, and
+whether its cores were shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def stage(work: Path, name: str, overrides: dict, log: Path) -> None:
+    cmd = [sys.executable, "-m", "bertops.stages", name, "--params", str(work / "params.yaml")]
+    for k, v in overrides.items():
+        cmd += ["-S", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+    env = {**os.environ, "BERTOPS_TRACKING": "off", "PYTHONPATH": str(REPO / "src")}
+    with open(log, "w") as f:
+        subprocess.run(cmd, cwd=work, env=env, stdout=f, stderr=subprocess.STDOUT, check=True)
+
+
+def pretrain_with_snapshots(work: Path, budget: float, fractions: list[float], overrides: dict) -> list[dict]:
+    """One pretraining run of `budget` seconds; the encoder saved at each fraction of it."""
+    import lightning as L
+
+    sys.path.insert(0, str(REPO / "src"))
+    from bertops.config import load_params
+    from bertops.train.pretrain import fit_pretraining
+
+    os.environ["BERTOPS_TRACKING"] = "off"
+    params = load_params(work / "params.yaml", {**overrides, "pretrain.max_time": budget,
+                                                "pretrain.out_dir": str(work / "pretrain")})
+    tokenizer_dir = work / "artifacts" / "tokenizer"
+    snapshots: list[dict] = []
+
+    class Snapshots(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            elapsed = module.training_clock.elapsed()
+            for f in fractions:
+                if f < 1 and elapsed >= f * budget and not any(s["fraction"] == f for s in snapshots):
+                    out = work / f"snapshot-{f:g}"
+                    module.model.save_pretrained(str(out))
+                    shutil.copytree(tokenizer_dir, out, dirs_exist_ok=True)
+                    snapshots.append({"fraction": f, "dir": str(out), "step": trainer.global_step,
+                                      "tokens": module.tokens_reached() * trainer.world_size,
+                                      "seconds": round(elapsed, 1)})
+
+    p = params.pretrain
+    result = fit_pretraining(params, work / "artifacts" / "pretraining_data", tokenizer_dir, p.out_dir,
+                             callbacks=[Snapshots()])
+    m = result["metrics"]
+    snapshots.append({"fraction": 1.0, "dir": result["model_dir"], "step": m["global_step"],
+                      "tokens": m["train_tokens"], "seconds": m["train_seconds_total"],
+                      "mlm_accuracy": m["mlm_accuracy"], "mlm_loss": m["mlm_loss"], "nsp_accuracy": m["nsp_accuracy"]})
+    return sorted(snapshots, key=lambda s: s["fraction"])
+
+
+def finetune_score(work: Path, init_dir: str, random_init: bool, lr: float, seed: int, overrides: dict) -> dict:
+    tag = f"{Path(init_dir).name}-{'random' if random_init else 'pretrained'}-{lr:g}-{seed}"
+    out = work / "finetune" / tag
+    stage(work, "finetune", {**overrides, "seed": seed, "finetune.init_dir": init_dir,
+                             "finetune.random_init": random_init, "finetune.learning_rate": lr,
+                             "finetune.out_dir": str(out)}, work / f"finetune-{tag}.log")
+    m = json.loads((out / "metrics.json").read_text())
+    tasks = {t: (v["score"] + m["gate"]["tasks"][t]["score"]) / 2 for t, v in m["tasks"].items()}
+    return {"validation": (m["score"] + m["gate"]["score"]) / 2, "tasks": tasks}
+
+
+def best_of_grid(work, init_dir, random_init, lrs, seeds, overrides) -> dict:
+    grid = {}
+    for lr in lrs:
+        runs = [finetune_score(work, init_dir, random_init, lr, s, overrides) for s in seeds]
+        grid[lr] = {"validation": sum(r["validation"] for r in runs) / len(runs),
+                    "tasks": {t: sum(r["tasks"][t] for r in runs) / len(runs) for t in runs[0]["tasks"]}}
+    best = max(grid, key=lambda lr: grid[lr]["validation"])
+    return {"lr": best, **grid[best], "grid": {str(k): v["validation"] for k, v in grid.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget", default="1:00:00", help="pretraining wall time, seconds or HH:MM:SS")
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0])
+    ap.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1234])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/bertops-curve"))
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pretraining-curve")
+    ap.add_argument("-S", dest="set", action="append", default=[], help="params override KEY=VALUE")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(REPO / "src"))
+    import yaml
+
+    from bertops.config import parse_duration
+
+    budget = parse_duration(args.budget)
+    overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "params.yaml", work / "params.yaml")
+    if not (work / "data").exists():
+        (work / "data").symlink_to(REPO / "data")
+    paths = {"tokenizer.out_dir": str(work / "artifacts/tokenizer"),
+             "pretraining_data.out_dir": str(work / "artifacts/pretraining_data"),
+             "pretraining_data.stats_path": str(work / "artifacts/tokenize/stats.json"),
+             "pretraining_data.task_texts_path": str(work / "artifacts/tokenize/task_texts.jsonl")}
+    stage(work, "tokenize", {**overrides, **paths}, work / "tokenize.log")
+    snapshots = pretrain_with_snapshots(work, budget, sorted(set(args.fractions) | {1.0}), overrides)
+    random = best_of_grid(work, snapshots[-1]["dir"], True, args.lrs, args.seeds, overrides)
+    for s in snapshots:
+        s["finetuned"] = best_of_grid(work, s["dir"], False, args.lrs, args.seeds, overrides)
+    result = {"budget_seconds": budget, "machine": os.uname().nodename, "cpus": os.cpu_count(),
+              "overrides": overrides, "lrs": args.lrs, "seeds": args.seeds, "random_init": random,
+              "snapshots": snapshots}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    tasks = sorted(random["tasks"])
+    lines = [f"Pretraining budget {budget:g} s; validation score (best lr of {args.lrs}, mean of seeds "
+             f"{args.seeds}); random init: {random['validation']:.3f} (lr {random['lr']:g})", "",
+             "| fraction | minutes | steps | tokens | validation | vs random init | wins | "
+             + " | ".join(tasks) + " |", "|---" * (7 + len(tasks)) + "|"]
+    for s in snapshots:
+        ft = s["finetuned"]
+        wins = sum(ft["tasks"][t] > random["tasks"][t] for t in tasks)
+        lines.append(f"| {s['fraction']:g} | {s['seconds'] / 60:.1f} | {s['step']} | {s['tokens']:,} | "
+                     f"{ft['validation']:.3f} | {ft['validation'] - random['validation']:+.3f} | {wins}/{len(tasks)} | "
+                     + " | ".join(f"{ft['tasks'][t]:.3f}" for t in tasks) + " |")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([s["seconds"] / 60 for s in snapshots], [s["finetuned"]["validation"] for s in snapshots],
+            marker="o", label="pretrained")
+    ax.axhline(random["validation"], color="grey", linestyle="--", label="random init")
+    ax.set_xlabel("pretraining minutes")
+    ax.set_ylabel("validation score (mean of tasks)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out.with_suffix(".png"), dpi=100)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
