@@ -66,7 +66,8 @@ def free_ports() -> dict[str, int]:
 
 
 def _new_secrets() -> dict[str, str]:
-    return {name: secrets.token_urlsafe(24) for name in
+    """Hex only: safe unquoted in URLs, shell lines, ini files and command lines (never a leading '-')."""
+    return {name: secrets.token_hex(20) for name in
             ("postgres_password", "mlflow_admin_password", "mlflow_secret_key", "prefect_password",
              "s3_secret_key")} | {"s3_access_key": "bertops" + secrets.token_hex(6)}
 

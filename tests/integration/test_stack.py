@@ -1,0 +1,225 @@
+"""The scale-out stack (bertops.stack) on loopback, started from nothing and stopped by this module.
+
+PostgreSQL, SeaweedFS (S3), the MLflow server (basic auth, proxied artifacts) and the Prefect
+server (auth string, `gpu` pool): health, refusals, eight concurrent MLflow clients with no S3 keys,
+a registered model loaded by alias from another directory, the DVC remote, and `down`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import urllib.request
+
+import pytest
+
+from tests.stack_helpers import stack  # noqa: F401  (module-scoped fixture)
+
+pytestmark = pytest.mark.timeout(600)
+
+CLIENT_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "BERTOPS_S3_ENDPOINT_URL",
+               "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+
+
+def mlflow_client_env(stack, tmp_path) -> dict[str, str]:  # noqa: F811
+    """A client's environment: the tracking URI and credentials, no S3 key or endpoint at all."""
+    env = {k: v for k, v in stack.client_env().items() if k not in CLIENT_KEYS}
+    env.update(HOME=str(tmp_path), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    return env
+
+
+def status_of(url: str, auth: tuple[str, str] | None = None, host: str | None = None,
+              method: str = "GET", body: bytes | None = None) -> int:
+    req = urllib.request.Request(url, method=method, data=body)
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    if auth is not None:
+        req.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    if host is not None:
+        req.add_header("Host", host)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_stack_comes_up_healthy_on_loopback(stack):  # noqa: F811
+    import psutil
+
+    status = stack.stack.status()
+    assert all(s["running"] for s in status.values()), status
+    print("startup seconds:", json.dumps({k: round(v, 1) for k, v in stack.startup_seconds.items()}))
+    listening = set()
+    for name, pid in stack.stack.pids().items():
+        procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+        for proc in procs:
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    listening.add((name, conn.laddr.ip, conn.laddr.port))
+    assert listening and {ip for _, ip, _ in listening} == {"127.0.0.1"}, listening
+    env_file = stack.state_dir / "stack.env"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_URL",
+            "PREFECT_API_AUTH_STRING", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "BERTOPS_DVC_REMOTE_URL",
+            "BERTOPS_S3_ENDPOINT_URL"} <= set(stack.env)
+
+
+def test_up_again_starts_nothing(stack):  # noqa: F811
+    pids = stack.stack.pids()
+    timings = stack.stack.up(log=lambda msg: None)
+    assert not {"postgres", "objectstore", "mlflow", "prefect"} & set(timings)
+    assert stack.stack.pids() == pids
+
+
+def test_mlflow_refuses_without_the_generated_password(stack):  # noqa: F811
+    uri = stack.env["MLFLOW_TRACKING_URI"]
+    url = f"{uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+    ours = (stack.env["MLFLOW_TRACKING_USERNAME"], stack.env["MLFLOW_TRACKING_PASSWORD"])
+    assert status_of(url) == 401
+    assert status_of(url, ("admin", "password1234")) == 401  # MLflow's old default admin password
+    assert status_of(url, ("admin", ours[1] + "x")) == 401
+    assert status_of(url, ours) == 200
+    assert status_of(url, ours, host="attacker.example:80") == 403  # --allowed-hosts
+
+
+def test_prefect_refuses_without_the_auth_string_and_has_the_gpu_pool(stack):  # noqa: F811
+    api = stack.env["PREFECT_API_URL"]
+    user, _, password = stack.env["PREFECT_API_AUTH_STRING"].partition(":")
+    assert status_of(f"{api}/work_pools/filter", method="POST", body=b"{}") == 401
+    assert status_of(f"{api}/work_pools/filter", (user, "wrong"), method="POST", body=b"{}") == 401
+    req = urllib.request.Request(f"{api}/work_pools/gpu", headers={
+        "Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        pool = json.load(r)
+    assert (pool["type"], pool["concurrency_limit"]) == ("process", 1)
+
+
+def test_s3_refuses_a_wrong_key(stack):  # noqa: F811
+    from botocore.exceptions import ClientError
+
+    store = stack.stack.objectstore
+    assert {"mlflow", "dvc"} <= {b["Name"] for b in store.client().list_buckets()["Buckets"]}
+    for access, secret, code in ((store.access_key, "not-the-secret", "SignatureDoesNotMatch"),
+                                 ("nobody", "nothing", "InvalidAccessKeyId")):
+        with pytest.raises(ClientError) as err:
+            store.client(access, secret).list_objects_v2(Bucket="mlflow")
+        assert err.value.response["Error"]["Code"] == code
+    assert status_of(f"{store.local_endpoint}/mlflow/") == 403  # anonymous
+
+
+CLIENT = textwrap.dedent("""
+    import sys, mlflow
+    from pathlib import Path
+    i = int(sys.argv[1])
+    mlflow.set_experiment("concurrent-clients")
+    with mlflow.start_run(run_name=f"client-{i}") as run:
+        mlflow.log_params({"client": i, "lr": 0.001 * i})
+        for step in range(5):
+            mlflow.log_metric("loss", 1.0 / (step + 1 + i), step=step)
+        Path(f"report-{i}.txt").write_text(f"client {i}\\n" * 1000)
+        mlflow.log_artifact(f"report-{i}.txt", artifact_path="reports")
+    print(run.info.run_id)
+""")
+
+
+def test_eight_concurrent_clients_log_runs_and_artifacts_without_s3_keys(stack, tmp_path, monkeypatch):  # noqa: F811
+    env = mlflow_client_env(stack, tmp_path)
+    (tmp_path / "client.py").write_text(CLIENT)
+    procs = [subprocess.Popen([sys.executable, "client.py", str(i)], cwd=tmp_path, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(8)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    failed = [err[-2000:] for rc, _, err in results if rc != 0]
+    assert not failed, "\n---\n".join(failed)
+    run_ids = {out.strip().splitlines()[-1] for _, out, _ in results}
+    assert len(run_ids) == 8
+
+    s3 = stack.stack.objectstore.client()
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="mlflow", Prefix="artifacts/")
+            for o in page.get("Contents", [])]
+    for run_id in run_ids:
+        assert any(f"/{run_id}/artifacts/reports/report-" in k for k in keys), (run_id, keys)
+
+    import mlflow
+
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(key, stack.env[key])
+    runs = [mlflow.MlflowClient(stack.env["MLFLOW_TRACKING_URI"]).get_run(r) for r in run_ids]
+    assert sorted(int(r.data.params["client"]) for r in runs) == list(range(8))
+    assert all(r.info.status == "FINISHED" and r.info.artifact_uri.startswith("mlflow-artifacts:") for r in runs)
+
+
+REGISTER = textwrap.dedent("""
+    import mlflow, pandas as pd
+    from mlflow import MlflowClient
+    class Doubler(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input[["x"]] * 2
+    mlflow.set_experiment("registry")
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=Doubler(), pip_requirements=["pandas"],
+                                       registered_model_name="stack-doubler",
+                                       input_example=pd.DataFrame({"x": [1.0]}))
+    client = MlflowClient()
+    client.set_registered_model_alias("stack-doubler", "champion", info.registered_model_version)
+    print(info.registered_model_version)
+""")
+LOAD = textwrap.dedent("""
+    import mlflow, pandas as pd
+    model = mlflow.pyfunc.load_model("models:/stack-doubler@champion")
+    print(model.predict(pd.DataFrame({"x": [1.5, 4.0]}))["x"].tolist())
+""")
+
+
+def test_registered_model_loads_by_alias_from_another_directory(stack, tmp_path):  # noqa: F811
+    env = mlflow_client_env(stack, tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    out = subprocess.run([sys.executable, "-c", REGISTER], cwd=tmp_path / "a", env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = subprocess.run([sys.executable, "-c", LOAD], cwd=tmp_path / "b", env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[3.0, 8.0]"
+    keys = [o["Key"] for o in stack.stack.objectstore.client().list_objects_v2(
+        Bucket="mlflow", Prefix="artifacts/").get("Contents", [])]
+    assert any(k.endswith("/MLmodel") for k in keys), keys
+
+
+def test_dvc_remote_helper_pushes_to_the_bucket(stack, tmp_path):  # noqa: F811
+    from bertops.stack import configure_dvc_remote
+
+    env = {k: v for k, v in stack.client_env(HOME=str(tmp_path)).items() if not k.startswith("AWS_")}
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    dvc = os.path.join(os.path.dirname(sys.executable), "dvc")
+    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"]):
+        subprocess.run(cmd, cwd=repo, check=True, env=env)
+    configure_dvc_remote(repo, stack.env)
+    assert "secret_access_key" not in (repo / ".dvc" / "config").read_text()
+    (repo / "blob.txt").write_text("stack remote\n" * 100)
+    for cmd in ([dvc, "add", "-q", "blob.txt"], [dvc, "push", "-q"]):
+        out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+    keys = [o["Key"] for o in stack.stack.objectstore.client().list_objects_v2(
+        Bucket="dvc", Prefix="store/").get("Contents", [])]
+    assert any(k.startswith("store/files/md5/") for k in keys), keys
+
+
+def test_down_leaves_no_process_running(stack):  # noqa: F811
+    import psutil
+
+    pids = stack.stack.pids()
+    groups = {name: [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+              for name, pid in pids.items()}
+    stack.stack.down(log=lambda msg: print(f"[stack] {msg}"))
+    assert stack.stack.pids() == dict.fromkeys(pids)
+    alive = {name: [p for p in group if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+             for name, group in groups.items()}
+    assert not any(alive.values()), alive
+    assert (stack.state_dir / "postgres" / "data" / "PG_VERSION").exists()  # data stays without --purge
