@@ -249,6 +249,7 @@ class PretrainParams(_Section):
     limit_val_batches: int = Field(20, ge=1)
     eval_max_batches: int | None = None  # final held-out evaluation; None: the whole split
     resume: bool = True  # continue from checkpoints/last.ckpt when it was made with the same settings
+    keep_best: bool = False  # save the in-training validation's best val/mlm_loss model, not the last
     peak_tflops: float | None = None  # MFU denominator; None: measure the matmul ceiling
 
     @field_validator("max_time", mode="before")

@@ -321,6 +321,28 @@ def test_time_budget_stops_at_the_deadline_and_a_resumed_run_keeps_its_schedule(
 
 
 @pytest.mark.slow
+def test_keep_best_saves_the_best_validated_model(inputs, tmp_path, monkeypatch):
+    """pretrain.keep_best: the saved model is the in-training validation's lowest val/mlm_loss."""
+    import csv
+
+    from bertops.train.pretrain import fit_pretraining
+
+    monkeypatch.setenv("BERTOPS_TRACKING", "off")
+    params = tiny_params(tmp_path, *inputs, max_steps=20, eval_every_n_steps=5, limit_val_batches=2,
+                         checkpoint_every_n_steps=1000, eval_max_batches=2, keep_best=True)
+    result = fit_pretraining(params, *inputs, tmp_path / "pretrain")
+    with open(tmp_path / "pretrain" / "logs" / "metrics.csv", newline="") as f:
+        val = {int(float(r["step"])) + 1: float(r["val/mlm_loss"]) for r in csv.DictReader(f) if r.get("val/mlm_loss")}
+    assert sorted(val) == [5, 10, 15, 20]
+    assert result["metrics"]["best_step"] == min(val, key=val.get)
+    best = torch.load(tmp_path / "pretrain" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    saved = _weights(tmp_path / "pretrain" / "model")
+    for name, value in best["state_dict"].items():
+        if name.startswith("objective.model.") and name.removeprefix("objective.model.") in saved:
+            assert torch.equal(saved[name.removeprefix("objective.model.")], value), name
+
+
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_at_the_step_reached(inputs, tmp_path, monkeypatch):
     """SIGTERM (a Prefect cancel, a preempted spot worker, `kill PID`) a real training process long
     before its first periodic checkpoint, sent to its whole process group, DataLoader workers

@@ -129,8 +129,14 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
         random_replace_prob=p.random_replace_prob, whole_word_mask=p.whole_word_mask,
         pad_to_multiple_of=p.pad_to_multiple_of, pad_to_length=pad_to_length,
         num_workers=num_workers, eval_batch_size=p.eval_batch_size)
+    eval_every = p.eval_every_n_steps if p.eval_every_n_steps and p.eval_every_n_steps < p.max_steps else 0
     periodic = ModelCheckpoint(dirpath=str(ckpt_dir), every_n_train_steps=p.checkpoint_every_n_steps,
                                save_top_k=0, save_last=True, enable_version_counter=False)
+    # keep_best: the model saved is the in-training validation's best held-out MLM loss (many epochs of
+    # a small corpus on a GPU overfit); it needs in-training validation (eval_every_n_steps)
+    best = (ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val/mlm_loss", mode="min",
+                            save_top_k=1, enable_version_counter=False)
+            if p.keep_best and eval_every else None)
     loggers = loggers if loggers is not None else [CSVLogger(str(out_dir), name="logs", version="")]
     csv_logs = [Path(lg.log_dir) / "metrics.csv" for lg in loggers if isinstance(lg, CSVLogger)]
     # the curve travels in the checkpoint: `dvc repro` deletes logs/metrics.csv before a resumed run
@@ -138,7 +144,6 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
     common = {"accelerator": accelerator, "devices": p.devices, "num_nodes": p.num_nodes,
               "strategy": p.strategy, "precision": precision, "enable_progress_bar": sys.stderr.isatty(),
               "use_distributed_sampler": False}  # the batch sampler shards by rank itself
-    eval_every = p.eval_every_n_steps if p.eval_every_n_steps and p.eval_every_n_steps < p.max_steps else 0
     trainer = L.Trainer(
         **common, max_steps=p.max_steps, max_epochs=-1,
         accumulate_grad_batches=p.accumulate_grad_batches, gradient_clip_val=p.max_grad_norm,
@@ -146,7 +151,8 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
         val_check_interval=eval_every * p.accumulate_grad_batches if eval_every else None,
         check_val_every_n_epoch=None if eval_every else 1,
         limit_val_batches=p.limit_val_batches if eval_every else 0, num_sanity_val_steps=0,
-        callbacks=[periodic, CheckpointOnSigterm(ckpt_dir / "last.ckpt"), *keep_log, *(callbacks or [])],
+        callbacks=[periodic, *([best] if best else []), CheckpointOnSigterm(ckpt_dir / "last.ckpt"), *keep_log,
+                   *(callbacks or [])],
         plugins=[AtomicCheckpointIO()], logger=loggers, default_root_dir=str(out_dir))
 
     # the MLM baseline is also logged by in-training validation, next to the model's accuracy
@@ -169,6 +175,15 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
     # before the last row was logged. A re-run resumes here, trains nothing, and has the whole log.
     trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"))
 
+    best_step = None
+    if best is not None and best.best_model_path and Path(best.best_model_path).is_file():
+        import torch
+
+        saved = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+        module.load_state_dict(saved["state_dict"])
+        best_step = int(saved["global_step"])
+        rank_zero_info(f"keep_best: the model of step {best_step} (val/mlm_loss {float(best.best_model_score):.4f})")
+
     evaluator = L.Trainer(**common, logger=False, limit_val_batches=p.eval_max_batches,
                           enable_model_summary=False, enable_checkpointing=False)
     with sigterm_exits_nonzero():
@@ -185,7 +200,7 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
                     "train_seconds_total": round(module.training_clock.elapsed(), 2),
                     "train_tokens": module.tokens_reached() * world,
                     "train_positions": module.positions_seen * world,
-                    "max_time": p.max_time, "train_tokens_per_s": perf["tokens_per_s"],
+                    "max_time": p.max_time, "best_step": best_step, "train_tokens_per_s": perf["tokens_per_s"],
                     "train_nonpad_tokens_per_s": perf["nonpad_tokens_per_s"],
                     "mfu": perf["mfu"], "mfu_stock_flops": perf["mfu_stock_flops"]})
     info = {"preset": params.model.preset, "num_parameters": sum(x.numel() for x in module.model.parameters()),
