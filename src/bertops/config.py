@@ -142,6 +142,18 @@ class RegisterParams(_Section):
     out_dir: str = "artifacts/register"
 
 
+class AdapterParams(_Section):
+    """finetune.mode adapters: one LoRA adapter (peft) per task on the frozen encoder; see params.yaml."""
+
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)  # the update is scaled by alpha / rank
+    dropout: float = Field(0.1, ge=0, lt=1)
+    # names (suffixes) of the encoder's Linear layers that get a LoRA update; "dense" is every
+    # attention output, feed-forward and pooler layer of a BERT
+    target_modules: list[str] = Field(default_factory=lambda: ["query", "value", "dense"], min_length=1)
+    learning_rate: float = Field(5e-3, gt=0)  # the adapters' (heads: finetune.head_learning_rate)
+
+
 class FinetuneParams(_Section):
     """Multi-task fine-tuning (bertops.train.finetune); see params.yaml `finetune:`."""
 
@@ -150,7 +162,8 @@ class FinetuneParams(_Section):
     init_dir: str = "artifacts/pretrain/model"
     random_init: bool = False  # same config as init_dir, random weights (the no-pretraining baseline)
     tasks: list[str] = Field(default_factory=list)  # names from `tasks:`; empty = all
-    mode: Literal["finetune", "feature_extraction", "single_task"] = "finetune"
+    mode: Literal["finetune", "feature_extraction", "single_task", "adapters"] = "finetune"
+    adapters: AdapterParams = Field(default_factory=AdapterParams)  # mode adapters only
     feature_layers: Literal[
         "last", "second_to_last", "sum_last_four", "concat_last_four", "weighted_sum"
     ] = "last"

@@ -37,7 +37,9 @@ def main(params: Params) -> dict:
                    "train_examples": result["train_examples"],
                    "validation_examples": result["validation_examples"],
                    "steps": result["steps"], "precision": result["precision"],
-                   "model_dirs": result["model_dirs"]}
+                   "model_dirs": result["model_dirs"],
+                   # trainable parameters (% of the encoder) and bytes stored, per task (train/adapters.py)
+                   "costs": result["costs"]}
         # wall time goes to MLflow only, so metrics.json is the same bytes on a seeded rerun
         write_json(out_dir / "metrics.json", metrics)
         tracking.log_metrics({"val": {"score": result["score"], **result["metrics"]},

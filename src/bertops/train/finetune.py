@@ -7,15 +7,17 @@ API (used by the finetune and evaluate stages):
         init_dir: a Hugging Face BERT dir with tokenizer files (the pretrain stage's model, or
         `resolve_init_dir("minilm")`); random_init=True keeps its config, not its weights.
         tasks: task names to train (default: params.finetune.tasks, else every declared task).
-        Trains (mode finetune | feature_extraction: one model over all tasks; single_task: one
-        model per task), keeps the weights of the epoch with the best mean score on each task's
-        selection examples, saves them as a `MultiTaskModel` dir and scores them once on the gate
-        examples (both parts of the validation split: `validation_parts`). Returns
+        Trains (mode finetune | feature_extraction | adapters (a LoRA adapter per task, frozen
+        encoder): one model over all tasks; single_task: one model per task), keeps the weights of
+        the epoch with the best mean score on each task's selection examples, saves them as a
+        `MultiTaskModel` dir and scores them once on the gate examples (both parts of the
+        validation split: `validation_parts`). Returns
         {"mode", "tasks", "model_dir", "model_dirs": {task: dir},
          "metrics": {task: {metric: value, ..., "score": main metric}} (selection examples, kept epoch),
          "score": mean of task scores, "gate": {"score": mean, "tasks": {task: metrics}, "examples": {task: n}},
          "best_epoch", "history": [{"epoch", "score", task: score...}], "train_examples": {task: n},
-         "validation_examples": {task: n selection examples}, "steps", "wall_s", "precision"}.
+         "validation_examples": {task: n selection examples}, "steps", "wall_s", "precision",
+         "costs": trainable parameters and bytes stored per task (bertops.train.adapters.parameter_costs)}.
         Model dir: out_dir/model; in single_task mode it holds model/<task>/ (one MultiTaskModel
         each) and SINGLE_TASK_MANIFEST, which `task_model_dir` (and the served pyfunc) route by.
 
@@ -266,7 +268,15 @@ def fit_multitask(params: Params, init_dir: str | Path | None, out_dir: str | Pa
         "steps": sum(r["steps"] for r in runs.values()),
         "wall_s": sum(r["wall_s"] for r in runs.values()),
         "precision": next(iter(runs.values()))["precision"],  # one setting for every run
+        "costs": _merge_costs([r["costs"] for r in runs.values()]),
     }
+
+
+def _merge_costs(costs: list[dict]) -> dict:
+    from bertops.train.adapters import summary
+
+    tasks = {t: c for cost in costs for t, c in cost["tasks"].items()}
+    return {**costs[0], "tasks": tasks, **summary(tasks)}
 
 
 def _fit(params: Params, names: list[str], init_dir: Path, out_dir: Path, model_dir: Path, seed: int,
@@ -277,6 +287,7 @@ def _fit(params: Params, names: list[str], init_dir: Path, out_dir: Path, model_
 
     from bertops.io import atomic_path
     from bertops.model.multitask import MultiTaskModel, collate
+    from bertops.train.adapters import adapter_settings, parameter_costs
     from bertops.train.finetune_module import KeepBest, MultiTaskModule
 
     ft = params.finetune
@@ -285,7 +296,7 @@ def _fit(params: Params, names: list[str], init_dir: Path, out_dir: Path, model_
     specs = [T.TaskSpec.from_params(n, params.tasks[n]) for n in names]
     model = MultiTaskModel.build(init_dir, specs, random_init=random_init, feature_layers=ft.feature_layers,
                                  freeze_encoder=ft.mode == "feature_extraction",
-                                 classifier_dropout=ft.classifier_dropout)
+                                 classifier_dropout=ft.classifier_dropout, adapters=adapter_settings(ft))
     pad_id = model.tokenizer.pad_token_id or 0
 
     train_features, eval_sets, gate_sets, n_train = {}, {}, {}, {}
@@ -351,7 +362,7 @@ def _fit(params: Params, names: list[str], init_dir: Path, out_dir: Path, model_
                     for h in module.history],
         "train_examples": n_train, "validation_examples": {t: len(es.golds) for t, es in eval_sets.items()},
         "sampling_probs": probs, "steps": int(trainer.global_step), "wall_s": round(time.perf_counter() - t0, 1),
-        "precision": str(trainer.precision),
+        "precision": str(trainer.precision), "costs": parameter_costs(model, model_dir, ft.mode),
     }
 
 

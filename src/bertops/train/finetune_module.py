@@ -37,6 +37,10 @@ def param_groups(model, ft: FinetuneParams) -> list[dict]:
     """AdamW parameter groups of a MultiTaskModel: encoder parameters at finetune.learning_rate
     (times `layer_lr_scale` when finetune.layer_lr_decay is set), heads and the layer mix at
     head_learning_rate; no weight decay on biases and norms. Frozen parameters are left out."""
+    if ft.mode == "adapters":  # the frozen encoder's LoRA adapters, one per task
+        from bertops.train.adapters import param_groups as adapter_groups
+
+        return adapter_groups(model, ft)
     n_layers = model.encoder.config.num_hidden_layers
     groups: dict[tuple, list] = {}
     for name, p in model.named_parameters():

@@ -8,12 +8,15 @@ between kinds of task (features, head, loss, decoding) is asked of the task-type
 Saved layout (`save_pretrained`): the encoder as a standard Hugging Face `BertModel`
 (config.json + model.safetensors), the tokenizer files, `heads.safetensors` (task heads, layer
 mix, and the classification pooler when the encoder's own is not used) and
-`multitask_config.json` (tasks with labels and lengths, feature_layers, freeze flag).
+`multitask_config.json` (tasks with labels and lengths, feature_layers, freeze flag, adapter
+settings). finetune.mode adapters (`adapters=`): one LoRA adapter per task on the frozen encoder,
+each task's adapter and head saved on its own under adapters/<task>/ (see adapters.py).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import adapters as adapters_
 from .features import encode, normalize_input
 from .serving import DEFAULT_BATCH_SIZE, predict_rows, row_input
 from .spec import IGNORE_INDEX, BertopsError, TaskSpec
@@ -84,8 +88,17 @@ class MultiTaskModel(nn.Module):
     """
 
     def __init__(self, encoder, tokenizer, tasks: Sequence[TaskSpec], feature_layers: str = "last",
-                 freeze_encoder: bool = False, classifier_dropout: float = 0.1):
+                 freeze_encoder: bool = False, classifier_dropout: float = 0.1, adapters: dict | None = None):
         super().__init__()
+        if adapters is not None:
+            if feature_layers != "last" or freeze_encoder:
+                raise BertopsError("adapters need feature_layers 'last' and a trainable encoder: a layer mix or "
+                                   "a fresh pooler would be trained by every task, not one")
+            if not adapters_.is_wrapped(encoder):
+                encoder = adapters_.wrap_encoder(encoder, [t.name for t in tasks], adapters)
+            self._adapter_lock = threading.Lock()  # the active adapter is the model's state: one task at a time
+            self._active_adapter = None
+        self.adapters = adapters
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.tasks = {t.name: t for t in tasks}
@@ -133,6 +146,15 @@ class MultiTaskModel(nn.Module):
     def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Logits: [batch, num_labels] (classification), [batch, seq, num_labels] (token), [batch, seq, 2] (QA)."""
+        if self.adapters is None:
+            return self._forward(task, input_ids, attention_mask, token_type_ids)
+        with self._adapter_lock:  # the task's own adapter (serving threads may run other tasks)
+            if self._active_adapter != task:
+                self.encoder.set_adapter(task)
+                self._active_adapter = task
+            return self._forward(task, input_ids, attention_mask, token_type_ids)
+
+    def _forward(self, task, input_ids, attention_mask, token_type_ids):
         spec = self.tasks[task]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
             out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
@@ -225,7 +247,7 @@ class MultiTaskModel(nn.Module):
     def config_dict(self) -> dict:
         return {"format_version": FORMAT_VERSION, "feature_layers": self.feature_layers,
                 "freeze_encoder": self.freeze_encoder, "classifier_dropout": self.classifier_dropout,
-                "tasks": [t.to_dict() for t in self.tasks.values()]}
+                "adapters": self.adapters, "tasks": [t.to_dict() for t in self.tasks.values()]}
 
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
@@ -235,10 +257,13 @@ class MultiTaskModel(nn.Module):
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self.encoder.save_pretrained(out)  # safetensors by default
+        heads = self.head_state_dict()
+        if self.adapters is None:
+            self.encoder.save_pretrained(out)  # safetensors by default
+        else:  # the base encoder, and each task's adapter and head on its own
+            heads = adapters_.save(self, out, heads)
         self.tokenizer.save_pretrained(out)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.head_state_dict().items()},
-                  str(out / HEADS_NAME))
+        save_file({k: v.detach().contiguous().cpu() for k, v in heads.items()}, str(out / HEADS_NAME))
         (out / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2) + "\n", encoding="utf-8")
         return out
 
@@ -253,10 +278,15 @@ class MultiTaskModel(nn.Module):
         cfg = json.loads((model_dir / CONFIG_NAME).read_text(encoding="utf-8"))
         encoder = BertModel.from_pretrained(model_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = cls(encoder, tokenizer, [TaskSpec.from_dict(t) for t in cfg["tasks"]],
+        tasks = [TaskSpec.from_dict(t) for t in cfg["tasks"]]
+        heads = load_file(str(model_dir / HEADS_NAME))
+        if cfg.get("adapters") is not None:
+            encoder = adapters_.load_encoder(encoder, model_dir, [t.name for t in tasks])
+            heads.update(adapters_.load_heads(model_dir, [t.name for t in tasks]))
+        model = cls(encoder, tokenizer, tasks,
                     feature_layers=cfg["feature_layers"], freeze_encoder=cfg["freeze_encoder"],
-                    classifier_dropout=cfg.get("classifier_dropout", 0.1))
-        missing, unexpected = model.load_state_dict(load_file(str(model_dir / HEADS_NAME)), strict=False)
+                    classifier_dropout=cfg.get("classifier_dropout", 0.1), adapters=cfg.get("adapters"))
+        missing, unexpected = model.load_state_dict(heads, strict=False)
         missing = [k for k in missing if not k.startswith("encoder.")]
         if missing or unexpected:
             raise RuntimeError(f"{model_dir / HEADS_NAME}: missing {missing}, unexpected {unexpected}")
