@@ -1,7 +1,8 @@
 """The MLflow model as `register` logs it (model from code, `code_paths` = the multitask package
 directory), saved with MLflow and loaded by MLflow in a process where bertops cannot be imported:
 it must answer for every task type exactly as the model does in-process one row at a time, while
-running the request in batches (one encoder pass per batch of a task's features, not per row)."""
+running the request in batches (one encoder pass per batch of a task's features, not per row).
+The same for a finetune.mode adapters model: one base encoder, a LoRA adapter (peft) per task."""
 
 from __future__ import annotations
 
@@ -36,30 +37,37 @@ ROWS += [{"task": NAMES[r["task"]], "text": r["text"],
          for r in mixed_request(60, seed=11)]
 
 
-def build_served_model(tmp_path) -> MultiTaskModel:
+ADAPTERS = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": ["query", "value", "dense"]}
+
+
+def build_served_model(tmp_path, adapters: dict | None = None) -> MultiTaskModel:
     """The four-task test model (seed 2, weights redrawn at sd 0.4 so answers differ between rows),
-    saved in tmp_path/"model" as finetune saves it."""
+    saved in tmp_path/"model" as finetune saves it; `adapters`: a LoRA adapter per task (mode adapters)."""
     encoder = write_tiny_encoder(tmp_path / "encoder", max_position_embeddings=64)
     # seed 2: a seed under which every task gives more than one answer
-    model = build(encoder, 2, specs=[TaskSpec.from_params(n, tp) for n, tp in TASKS.items()])
+    model = build(encoder, 2, specs=[TaskSpec.from_params(n, tp) for n, tp in TASKS.items()], adapters=adapters)
     model.save_pretrained(tmp_path / "model")
     return model
 
 
-def save_served_model(tmp_path):
+def save_served_model(tmp_path, adapters: dict | None = None):
     """`build_served_model`, then the MLflow model exactly as register logs it (same kwargs, no
     registry) in tmp_path/"mlmodel". Returns (the in-process model, the MLflow model path)."""
     mlflow = pytest.importorskip("mlflow")
     from bertops.stages.register import multitask_model_kwargs
 
-    model = build_served_model(tmp_path)
+    model = build_served_model(tmp_path, adapters)
     mlflow.pyfunc.save_model(path=str(tmp_path / "mlmodel"), **multitask_model_kwargs(tmp_path / "model"))
     return model, tmp_path / "mlmodel"
 
 
 @pytest.mark.slow
-def test_saved_mlflow_model_serves_every_task_type_without_bertops(tmp_path):
-    model, _ = save_served_model(tmp_path)
+@pytest.mark.parametrize("adapters", [None, ADAPTERS], ids=["finetune", "adapters"])
+def test_saved_mlflow_model_serves_every_task_type_without_bertops(tmp_path, adapters):
+    model, _ = save_served_model(tmp_path, adapters)
+    if adapters:  # one shared encoder, each task's adapter on its own
+        stored = {p.parent.name for p in (tmp_path / "mlmodel").rglob("adapters/*/adapter_model.safetensors")}
+        assert stored == set(TASKS)
     expected = [model.predict_one(r["task"], r["text"], r["text_pair"]) for r in ROWS]  # row by row
     assert all(len({e["prediction"] for e, r in zip(expected, ROWS) if r["task"] == t}) > 1 for t in TASKS)
     passes = expected_passes(model, ROWS, DEFAULT_BATCH_SIZE)

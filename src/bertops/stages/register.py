@@ -41,8 +41,9 @@ def _signature():
 def _pip_requirements() -> list[str]:
     import importlib.metadata as md
 
+    # peft: a finetune.mode adapters model loads each task's LoRA adapter with it
     return [f"{pkg}=={md.version(pkg)}" for pkg in ("torch", "transformers", "safetensors", "tokenizers",
-                                                      "pandas", "mlflow")]
+                                                      "peft", "pandas", "mlflow")]
 
 
 def multitask_model_kwargs(model_dir: Path) -> dict:
