@@ -210,6 +210,12 @@ class EvaluateParams(_Section):
     # included, then retrained at every seed), so the budget stays the same for all.
     max_steps: int | None = None
     max_test_examples_per_task: int | None = None  # None: the whole split; else a fixed-seed sample
+    # rows comparing ways to adapt our encoder (bertops.evaluate.modes), first seed, same budget:
+    # finetune (full), adapters (LoRA per task), feature_extraction:<feature_layers> (frozen encoder)
+    modes: list[Literal[
+        "finetune", "adapters", "feature_extraction", "feature_extraction:last", "feature_extraction:second_to_last",
+        "feature_extraction:sum_last_four", "feature_extraction:concat_last_four", "feature_extraction:weighted_sum",
+    ]] = Field(default_factory=lambda: ["finetune", "adapters", "feature_extraction:last"])
 
 
 ModelPreset = Literal["tiny", "mini", "small", "medium", "base", "large"]

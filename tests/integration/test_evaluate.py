@@ -64,6 +64,7 @@ def test_evaluate_stage_on_real_data(tmp_path, real_data_dir, monkeypatch):
         "evaluate.pretrain_dir": str(encoder), "evaluate.seeds": [11, 12],
         "evaluate.baselines": ["majority", "random_init", "tfidf"], "evaluate.max_test_examples_per_task": 40,
         "evaluate.lr_grid": [1e-3, 5e-3], "evaluate.bootstrap_samples": 300,
+        "evaluate.modes": [],  # the fine-tuning-variant rows: tests/integration/test_eval_modes.py
     })
     params = load_params(_repo_params(), overrides)
     # the pipeline's model, as the finetune stage makes it (seed = top-level seed, CSV log in out_dir)

@@ -38,7 +38,7 @@ from bertops import tracking
 from bertops.config import Params, TaskParams
 from bertops.data.tasks import TaskSpec, get_task_type, gold_label, load_records
 from bertops.errors import BertopsError
-from bertops.evaluate import baselines, bootstrap, report, tfidf
+from bertops.evaluate import baselines, bootstrap, modes, report, tfidf
 from bertops.evaluate.metrics import confusion_matrix, primary_metric, task_metrics
 from bertops.io import atomic_path, write_json, write_jsonl, write_text
 from bertops.stages import evaluate_fits as fits
@@ -89,6 +89,9 @@ def run(params: Params) -> dict:
         encoders = fits.encoders(params, notes)
         # 1. each encoder's learning rate, chosen on validation: train and validation splits only
         choices = fits.choose_lrs(params, ft, encoders, work / "fits", tasks)
+        # our encoder fully fine-tuned / with adapters / as frozen features (bertops.evaluate.modes)
+        mode_fits = modes.fit_all(params, ft, list(ep.modes), ep.pretrain_dir, work / "modes", ep.seeds[0], tasks,
+                                  choices["pretrained"].chosen)
 
         # 2. the test split (or its fixed sample), scored once per model; nothing below chooses
         task_params = _limited_task_params(params, tasks, work / "data")
@@ -127,6 +130,9 @@ def run(params: Params) -> dict:
             runs["majority"] = [_majority_run(task_params, specs, ep.split)]
         task_types = {t: specs[t].type for t in tasks}
         task_metric = {t: specs[t].metric for t in tasks}
+        mode_rows = modes.score_all(mode_fits, lambda d: _score(d, task_params, specs, ep.split)[0], task_types,
+                                    task_metric)
+        notes += modes.report_lines(mode_rows, ep.seeds[0])
         aggregates = {name: report.aggregate_runs(rs, task_types, task_metric) for name, rs in runs.items()}
         tfidf_choice = {}
         if "tfidf" in ep.baselines:
@@ -137,6 +143,7 @@ def run(params: Params) -> dict:
 
         metrics = dict(aggregates)
         metrics["mean_score"] = aggregates["pipeline"]["mean_score"]["mean"]
+        metrics["modes"] = mode_rows["rows"]
         metrics["verdict"] = _verdict(params, tasks, stats, aggregates)
         metrics["lr_selection"] = {name: c.summary() for name, c in choices.items()}
         if tfidf_choice:

@@ -1,0 +1,66 @@
+"""The evaluate stage's rows comparing ways to adapt our encoder (evaluate.modes: full fine-tuning,
+adapters, frozen features), really fine-tuned on the real task data with a tiny encoder: every
+variant fitted before the test split is read, each row's test score, trainable % and bytes per
+task in metrics.json and the report."""
+
+import json
+
+import pytest
+
+from bertops.config import load_params
+from tests.integration.test_evaluate import TASKS, _repo_params, _tiny_encoder
+
+
+@pytest.mark.slow
+def test_evaluate_rows_full_adapters_frozen(tmp_path, real_data_dir, monkeypatch):
+    from bertops.data import tasks as T
+    from bertops.stages import evaluate
+    from bertops.train import finetune
+
+    monkeypatch.setenv("BERTOPS_TRACKING", "off")
+    monkeypatch.chdir(tmp_path)
+    encoder = _tiny_encoder(tmp_path / "pretrain" / "model", real_data_dir)
+    overrides = {f"tasks.{t}.path": str(real_data_dir / "tasks" / t) for t in TASKS}
+    overrides.update({
+        "seed": 11, "finetune.init_dir": str(encoder), "finetune.out_dir": str(tmp_path / "finetune"),
+        "finetune.mode": "finetune", "finetune.tasks": TASKS,
+        "finetune.max_train_examples_per_task": 32, "finetune.max_eval_examples_per_task": 16,
+        "finetune.batch_size": 16, "finetune.max_epochs": 1, "finetune.steps_per_epoch": 6,
+        "evaluate.out_dir": str(tmp_path / "evaluate"), "evaluate.model_dir": str(tmp_path / "finetune" / "model"),
+        "evaluate.pretrain_dir": str(encoder), "evaluate.seeds": [11], "evaluate.baselines": ["majority"],
+        "evaluate.max_test_examples_per_task": 24, "evaluate.lr_grid": [],
+        "evaluate.modes": ["finetune", "adapters", "feature_extraction:last"],
+    })
+    params = load_params(_repo_params(), overrides)
+    finetune.fit_multitask(params, str(encoder), tmp_path / "finetune", params.seed)
+
+    events, real_load, real_fit = [], T.load_records, finetune.fit_multitask
+
+    def load_records(tp, split, name="task"):
+        events.append(("read", split))
+        return real_load(tp, split, name)
+
+    def fit_spy(p, *args, **kw):
+        events.append(("fit", p.finetune.mode))
+        return real_fit(p, *args, **kw)
+
+    monkeypatch.setattr(T, "load_records", load_records)
+    monkeypatch.setattr(evaluate, "load_records", load_records)
+    monkeypatch.setattr(finetune, "fit_multitask", fit_spy)
+    evaluate.main(params)
+
+    assert [e[1] for e in events if e[0] == "fit"] == ["finetune", "adapters", "feature_extraction"]
+    first_test = events.index(("read", "test"))
+    assert max(i for i, e in enumerate(events) if e[0] == "fit") < first_test  # fitted before test is read
+
+    m = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
+    rows = {r["variant"]: r for r in m["modes"]}
+    assert list(rows) == ["finetune", "adapters", "feature_extraction:last"]
+    full, lora, frozen = rows["finetune"], rows["adapters"], rows["feature_extraction:last"]
+    for r in rows.values():
+        assert set(r["tasks"]) == set(TASKS) and r["score"] == pytest.approx(sum(r["tasks"].values()) / len(TASKS))
+    # full: the whole encoder per task; adapters: a LoRA adapter + head; frozen: a head (+ pooler)
+    assert full["trainable_pct"] > 100 > lora["trainable_pct"] > frozen["trainable_pct"] > 0
+    assert full["bytes_per_task"] > lora["bytes_per_task"] > frozen["bytes_per_task"] > 0
+    report = (tmp_path / "evaluate" / "report.md").read_text()
+    assert "| adapters (LoRA per task) |" in report and "| frozen features (last) |" in report
