@@ -53,6 +53,11 @@ def test_adapters_mode_trains_only_adapters_and_heads(real_data_dir, encoder_dir
         assert cost["bytes"] == A.task_bytes(model_dir, task)
         assert 0 < cost["trainable_pct"] < 5  # rank 4 on a 32-wide encoder with a 30k vocabulary
     assert metrics["costs"]["encoder_params"] == sum(v.numel() for v in before.values())
+    from bertops.stages.headline import headline  # metrics/finetune.json: `dvc metrics diff` shows the cost
+
+    top = headline("finetune", params)
+    assert top["trainable_pct"] == round(metrics["costs"]["trainable_pct"], 4) < 5
+    assert top["bytes_per_task"] == metrics["costs"]["bytes_per_task"]
 
     model = MultiTaskModel.from_pretrained(model_dir)  # peft loads each task's adapter
     assert sorted(model.encoder.peft_config) == sorted(TASKS)
