@@ -6,7 +6,8 @@ same encoder, seed and tasks; the test split is scored once per variant, nothing
 Prints the Markdown table and writes it with the rows as JSON to --out.
 
     .venv/bin/python bench/finetune_modes.py [--init-dir minilm] [--variants finetune adapters
-        feature_extraction:last] [--seed 1] [--threads 2] [-S finetune.max_train_examples_per_task=300 ...]
+        feature_extraction:last] [--seed 1] [--threads 2] [--max-test N]
+        [-S finetune.max_train_examples_per_task=300 ...]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", default=["finetune", "adapters", "feature_extraction:last"])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--split", default="test")
+    ap.add_argument("--max-test", type=int, default=None, help="score a fixed sample of N per task (as evaluate)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("-S", dest="overrides", action="append", default=[], help="KEY=VALUE (params.yaml keys)")
@@ -41,30 +43,37 @@ def main(argv=None) -> int:
     from bertops.data.tasks import TaskSpec
     from bertops.evaluate import modes
     from bertops.evaluate.metrics import task_metrics
+    from bertops.stages.evaluate import _limited_task_params
     from bertops.train.finetune import predict_split, resolve_init_dir
 
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("BERTOPS_TRACKING", "off")
     overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)}
-    params = load_params(args.params, overrides)
+    params = load_params(args.params, {**overrides, "evaluate.split": args.split,
+                                       "evaluate.max_test_examples_per_task": args.max_test})
     tasks = list(params.finetune.tasks) or list(params.tasks)
     specs = {t: TaskSpec.from_params(t, params.tasks[t]) for t in tasks}
     init_dir = resolve_init_dir(args.init_dir)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    shutil.rmtree(out / "data", ignore_errors=True)
+    scored = _limited_task_params(params, tasks, out / "data")  # the same sample evaluate scores
 
     def score(model_dirs):
         run = {}
         for t, spec in specs.items():
-            pred, gold = predict_split(str(model_dirs[t]), params.tasks[t], args.split, t)
+            pred, gold = predict_split(str(model_dirs[t]), scored[t], args.split, t)
             run[t] = task_metrics(spec.type, pred, gold, spec.labels)
         return run
 
     t0 = time.perf_counter()
     result = modes.run(params, params.finetune, args.variants, init_dir, out / "runs", args.seed, tasks, score,
                        {t: s.type for t, s in specs.items()}, {t: s.metric for t, s in specs.items()})
-    md = (f"Encoder {args.init_dir}, seed {args.seed}, split {args.split}, overrides {overrides or 'none'}; "
+    md = (f"Encoder {args.init_dir}, seed {args.seed}, split {args.split} (at most {args.max_test} per task), "
+          f"overrides {overrides or 'none'}; "
           f"{time.perf_counter() - t0:.0f} s\n\n" + result["markdown"])
     print(md)
     (out / "table.md").write_text(md)
