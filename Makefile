@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # dvc.yaml runs `python -m bertops.stages ...`: the venv's python (and commands) come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install system-deps run test lint data ui bench lock clean stack-up stack-down stack-status
+.PHONY: install system-deps run test lint data ui bench lock clean postgres-deps stack-up stack-down stack-status
 
 install: $(STAMP)
 
@@ -33,10 +33,12 @@ run: install data
 
 # Debian's Chromium drives the registry-UI test (headless, loopback only); Debian's PostgreSQL 15
 # backs the scale-out stack (`make stack-up`, tests/integration/test_stack.py).
-system-deps:
+system-deps: postgres-deps
 	@command -v chromium >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+postgres-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
@@ -44,7 +46,7 @@ system-deps:
 # The scale-out stack on this machine (README "Scale out"): PostgreSQL, SeaweedFS S3, MLflow and
 # Prefect servers on 127.0.0.1, state and data in .stack/. Then: source .stack/stack.env
 # STACK_ARGS passes options to `up`, e.g. STACK_ARGS="--bind 0.0.0.0 --advertise HOST".
-stack-up: install system-deps
+stack-up: install postgres-deps
 	$(BIN)/python -m bertops.stack up $(STACK_ARGS)
 
 stack-down:

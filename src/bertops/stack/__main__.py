@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from bertops.stack.dvc_remote import configure_dvc_remote
+from bertops.stack.dvc_remote import REMOTE_KEYS, configure_dvc_remote
 from bertops.stack.launcher import DEFAULT_PORTS, DEFAULT_STATE_DIR, Stack, StackConfig, free_ports, load_env
 from bertops.stack.proc import StackError
 
@@ -33,7 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     dvc.add_argument("--repo", type=Path, default=Path("."))
     dvc.add_argument("--name", default="storage")
     dvc.add_argument("--shared", action="store_true", help="URL and endpoint in .dvc/config (keys stay --local)")
+    dvc.add_argument("--env-file", type=Path, default=None,
+                     help="a copied stack.env (default: the environment when it holds the stack's variables, "
+                          "else STATE_DIR/stack.env)")
     return p
+
+
+def _remote_env(args) -> dict[str, str]:
+    """The DVC remote's settings: --env-file, else the environment (a GPU host that sourced a copied
+    stack.env), else the state directory's stack.env."""
+    if args.env_file is not None:
+        return load_env(args.env_file.parent, args.env_file.name)
+    if all(os.environ.get(k) for k in REMOTE_KEYS):
+        return {k: os.environ[k] for k in REMOTE_KEYS}
+    return load_env(args.state_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "env":
             print((args.state_dir / "stack.env").read_text(), end="")
         elif args.cmd == "dvc-remote":
-            name = configure_dvc_remote(args.repo, load_env(args.state_dir), name=args.name, shared=args.shared)
-            print(f"DVC remote {name!r} -> {load_env(args.state_dir)['BERTOPS_DVC_REMOTE_URL']}")
+            env = _remote_env(args)
+            name = configure_dvc_remote(args.repo, env, name=args.name, shared=args.shared)
+            print(f"DVC remote {name!r} -> {env['BERTOPS_DVC_REMOTE_URL']} at {env['BERTOPS_S3_ENDPOINT_URL']}")
     except StackError as exc:
         print(f"bertops stack: error: {exc}", file=sys.stderr)
         return 1

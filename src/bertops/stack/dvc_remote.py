@@ -14,6 +14,7 @@ from pathlib import Path
 from bertops.stack.proc import StackError
 
 REMOTE_NAME = "storage"
+REMOTE_KEYS = ("BERTOPS_DVC_REMOTE_URL", "BERTOPS_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
 def _dvc(repo: Path, *args: str) -> None:

@@ -206,12 +206,16 @@ class Stack:
 
     def down(self, purge: bool = False, log=print) -> None:
         """Stop every service by its pid (servers first, PostgreSQL last); purge removes all data."""
+        stopped = 0
         for name, svc in (("Prefect server", self.prefect), ("MLflow server", self.mlflow),
                           ("SeaweedFS", self.objectstore), ("PostgreSQL", self.postgres)):
             if svc.pid() is not None:
                 t = time.monotonic()
                 svc.stop()
+                stopped += 1
                 log(f"{name} stopped in {time.monotonic() - t:.1f} s")
+        if not stopped:
+            log(f"nothing was running ({self.state_dir})")
         if purge and self.state_dir.exists():
             shutil.rmtree(self.state_dir)
             log(f"removed {self.state_dir}")
@@ -223,10 +227,10 @@ class Stack:
         return {name: {"running": pids[name] is not None, "pid": pids[name], "url": urls[name]} for name in SERVICES}
 
 
-def load_env(state_dir: Path | str = DEFAULT_STATE_DIR) -> dict[str, str]:
+def load_env(state_dir: Path | str = DEFAULT_STATE_DIR, name: str = "stack.env") -> dict[str, str]:
     """The client environment stack.env holds (as a dict, for subprocesses and tests)."""
     env = {}
-    for line in (Path(state_dir) / "stack.env").read_text().splitlines():
+    for line in (Path(state_dir) / name).read_text().splitlines():
         if line.startswith("export "):
             key, _, value = line[len("export "):].partition("=")
             env[key] = value
