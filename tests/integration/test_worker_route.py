@@ -1,11 +1,13 @@
 """The training stages on a Prefect worker in its own clone; data only through the DVC remote.
 
-Set up from nothing: a Prefect server, a `gpu` process work pool, the `bertops-stage/gpu`
-deployment of prefect.yaml (`prefect deploy`), `prefect worker start --pool gpu` in a separate
-`git clone` of the orchestrator's project (no shared working directory: the clone has no data/ and
-no artifacts/), a DVC remote both use. The pipeline flow runs in the orchestrator's project on the
-tiny config with `gpu_deployment`. Checked: pretrain, finetune and evaluate ran on the worker (its
-flow runs, its checkpoints; nothing trained in the orchestrator's folder), the orchestrator restored
+Set up from nothing: the stack (tests/stack_helpers.py: PostgreSQL, SeaweedFS S3, the MLflow server
+with basic auth and S3 artifacts, the Prefect server with its `gpu` process pool), the
+`bertops-stage/gpu` deployment of prefect.yaml (`prefect deploy`), `prefect worker start --pool gpu`
+in a separate `git clone` of the orchestrator's project (no shared working directory: the clone has
+no data/ and no artifacts/), the stack's S3 bucket as the DVC remote of both. The pipeline flow runs
+in the orchestrator's project on the tiny config with `gpu_deployment`. Checked: pretrain, finetune
+and evaluate ran on the worker (its flow runs, its checkpoints; nothing trained in the orchestrator's
+folder), the orchestrator restored
 them from DVC's run cache (dvc.lock complete, `dvc status` clean), a model is registered, the
 run-time override is what the worker trained with (its MLflow params, children of the pipeline's
 parent run), a second run (the nightly deployment served by flows/serve.py, triggered) sends
@@ -15,6 +17,7 @@ with nothing registered.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -28,7 +31,8 @@ import pytest
 import yaml
 
 from tests.e2e.test_pipeline import TINY
-from tests.helpers import copy_repo_files, free_port, git_commit_all, venv_bin, wait_http
+from tests.helpers import copy_repo_files, git_commit_all, venv_bin
+from tests.stack_helpers import stack  # noqa: F401  (the fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -76,8 +80,11 @@ class Route:
         import urllib.request
 
         body = json.dumps({"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_ASC"}).encode()
-        req = urllib.request.Request(f"{self.env['PREFECT_API_URL']}/flow_runs/filter", data=body,
-                                     headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if self.env.get("PREFECT_API_AUTH_STRING"):  # the stack's Prefect server wants it, as Prefect's client sends it
+            token = base64.b64encode(self.env["PREFECT_API_AUTH_STRING"].encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        req = urllib.request.Request(f"{self.env['PREFECT_API_URL']}/flow_runs/filter", data=body, headers=headers)
         with urllib.request.urlopen(req, timeout=30) as r:
             runs = json.load(r)
         return [(run["parameters"].get("stage"), (run.get("state") or {}).get("name")) for run in runs]
@@ -87,27 +94,20 @@ class Route:
 
 
 @pytest.fixture(scope="module")
-def route(tmp_path_factory, real_data_dir):
+def route(tmp_path_factory, real_data_dir, stack):  # noqa: F811 (the fixture)
     base = tmp_path_factory.mktemp("worker_route")
-    orch, worker, remote = base / "orchestrator", base / "worker", base / "dvc-remote"
-    port = free_port()
-    env = {**os.environ,
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-           "PREFECT_HOME": str(base / "prefect-home"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}", "BERTOPS_TRACKING": "on",
-           "DVC_NO_ANALYTICS": "1", "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
-    for key in ("BERTOPS_PARENT_RUN_ID", "BERTOPS_PROJECT_DIR", "BERTOPS_REPO_URL"):
+    orch, worker = base / "orchestrator", base / "worker"
+    env = stack.client_env(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+                           PREFECT_HOME=str(base / "prefect-home"), BERTOPS_TRACKING="on",
+                           PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_LOGGING_LEVEL="INFO")
+    for key in ("BERTOPS_PARENT_RUN_ID", "BERTOPS_PROJECT_DIR", "BERTOPS_REPO_URL", "BERTOPS_EXPERIMENT"):
         env.pop(key, None)
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ.update({k: env[k] for k in saved})  # this process's MLflow client
     procs: list[subprocess.Popen] = []
     logs = base / "logs"
     logs.mkdir()
     try:
-        server = subprocess.Popen([venv_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                  env=env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        procs.append(server)
-
         # the orchestrator's project: the repository's files, the data, the tiny params, one commit
         copy_repo_files(orch)
         shutil.copytree(real_data_dir, orch / "data")
@@ -122,11 +122,11 @@ def route(tmp_path_factory, real_data_dir):
         # the worker's own clone: no data, no artifacts
         _run(["git", "clone", "-q", str(orch), str(worker)], base, env)
         assert not (worker / "data").exists()
-        for project in (orch, worker):
-            _run([venv_bin("dvc"), "remote", "add", "--local", "-d", "storage", str(remote)], project, env)
+        from bertops.stack import configure_dvc_remote
 
-        wait_http(f"http://127.0.0.1:{port}/api/health", timeout=120, proc=server)
-        _run([venv_bin("prefect"), "work-pool", "create", "gpu", "--type", "process"], worker, env)
+        for project in (orch, worker):  # the stack's S3 bucket, keys in .dvc/config.local
+            configure_dvc_remote(project, stack.env)
+
         worker_env = {**env, "BERTOPS_PROJECT_DIR": str(worker), "BERTOPS_REPO_URL": str(orch)}
         _run([venv_bin("prefect"), "--no-prompt", "deploy", "--name", "gpu"], worker, worker_env)
         procs.append(subprocess.Popen([venv_bin("prefect"), "worker", "start", "--pool", "gpu"], cwd=worker,
@@ -140,10 +140,13 @@ def route(tmp_path_factory, real_data_dir):
         t0 = time.monotonic()
         r.first = r.pipeline(OVERRIDE)
         r.first_seconds = time.monotonic() - t0
+        print(f"first pipeline run through the worker: {r.first_seconds:.0f} s")
         yield r
     finally:
-        for proc in reversed(procs):  # the worker before the server
+        for proc in reversed(procs):  # serve, then the worker (the stack fixture stops the servers)
             _stop(proc)
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def test_training_stages_run_on_the_worker_and_a_model_is_registered(route):
@@ -162,7 +165,18 @@ def test_training_stages_run_on_the_worker_and_a_model_is_registered(route):
     result = json.loads((route.orch / "artifacts/register/result.json").read_text())
     assert result["alias"] == "champion"
     client = route.mlflow()
-    assert client.get_model_version_by_alias("bertops", "champion").version == result["version"]
+    champion = client.get_model_version_by_alias("bertops", "champion")
+    assert champion.version == result["version"]
+    # artifacts in the object store, served by the MLflow server: a third directory loads the
+    # champion with the server's URI and credentials only (no S3 keys, no checkout)
+    third = route.base / "third"
+    third.mkdir()
+    env = {k: v for k, v in route.env.items() if not k.startswith(("AWS_", "BERTOPS_S3", "MLFLOW_S3"))}
+    code = ("import mlflow, pandas as pd; m = mlflow.pyfunc.load_model('models:/bertops@champion'); "
+            "print(m.predict(pd.DataFrame({'task': ['sentiment'], 'text': ['A warm, clever film.'], "
+            "'text_pair': [None]})).to_json(orient='records'))")
+    out = _run([sys.executable, "-c", code], third, env).stdout
+    assert json.loads(out.strip().splitlines()[-1])[0]["task"] == "sentiment"
 
 
 def test_the_worker_trained_with_the_run_time_override_as_children_of_the_pipeline_run(route):
@@ -194,8 +208,9 @@ def test_the_orchestrator_is_clean_and_the_triggered_nightly_run_runs_nothing(ro
                 "--params", json.dumps({"overrides": OVERRIDE}), "--watch", "--watch-timeout", "600"],
                route.orch, route.env)
     assert "Completed" in out.stdout + out.stderr, out.stdout[-3000:]
-    nightly = route.flow_runs("bertops-pipeline")
-    assert nightly[-1][1] == "Completed" and len(nightly) == 2
+    # the first run (called directly) and the triggered one; the schedule's next run waits for 02:00
+    ran = [state for _, state in route.flow_runs("bertops-pipeline") if state != "Scheduled"]
+    assert ran == ["Completed", "Completed"], ran
     assert len(route.stage_flow_runs()) == stage_runs  # nothing sent to the worker: nothing changed
     assert (route.orch / "dvc.lock").read_text() == lock_before
     assert len(route.mlflow().search_model_versions("name='bertops'")) == versions
