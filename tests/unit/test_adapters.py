@@ -78,3 +78,11 @@ def test_adapters_refuse_a_shared_trainable_layer_mix(encoder_dir):
     with pytest.raises(BertopsError, match="feature_layers"):
         MultiTaskModel.build(encoder_dir, [TaskSpec.from_dict(SPECS[0].to_dict())], adapters=SETTINGS,
                              feature_layers="weighted_sum")
+
+
+def test_target_modules_that_match_no_layer_are_a_user_error(encoder_dir):
+    from bertops.errors import BertopsError
+
+    with pytest.raises(BertopsError, match="target_modules"):
+        MultiTaskModel.build(encoder_dir, [TaskSpec.from_dict(SPECS[0].to_dict())],
+                             adapters={**SETTINGS, "target_modules": ["no_such_layer"]})

@@ -9,8 +9,8 @@ from bertops.evaluate import modes
 
 
 def test_variants_name_their_finetune_overrides():
-    assert modes.variant("finetune")[1] == {"mode": "finetune"}
-    assert modes.variant("adapters")[1] == {"mode": "adapters"}
+    assert modes.variant("finetune")[1] == {"mode": "finetune", "feature_layers": "last"}
+    assert modes.variant("adapters")[1] == {"mode": "adapters", "feature_layers": "last"}
     assert modes.variant("feature_extraction") == modes.variant("feature_extraction:last")
     assert modes.variant("feature_extraction:weighted_sum")[1] == {"mode": "feature_extraction",
                                                                   "feature_layers": "weighted_sum"}
@@ -42,9 +42,9 @@ def test_run_fits_each_variant_with_its_mode_and_renders_costs(monkeypatch, tmp_
     out = modes.run(repo_params, repo_params.finetune, ["finetune", "adapters", "feature_extraction:concat_last_four"],
                     "enc", tmp_path, 3, tasks, scorer, {t: "sequence_classification" for t in tasks},
                     full_lr=4e-4)
-    lr = repo_params.finetune.learning_rate
-    assert seen == [("finetune", "last", 4e-4, 3), ("adapters", "last", 4e-4, 3),
-                    ("feature_extraction", "concat_last_four", 4e-4, 3)]
+    lr = repo_params.finetune.learning_rate  # the encoder rate: only full fine-tuning trains the encoder
+    assert seen == [("finetune", "last", 4e-4, 3), ("adapters", "last", lr, 3),
+                    ("feature_extraction", "concat_last_four", lr, 3)]
     assert lr != 4e-4  # the full row runs at the rate it is given (the evaluate stage's chosen one)
     assert [r["score"] for r in out["rows"]] == pytest.approx([0.9, 0.8, 0.5])
     assert [r["trainable_pct"] for r in out["rows"]] == [100.5, 1.1, 0.2]

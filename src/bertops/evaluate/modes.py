@@ -27,8 +27,9 @@ from pathlib import Path
 
 # name -> (row label, finetune overrides)
 VARIANTS: dict[str, tuple[str, dict]] = {
-    "finetune": ("full fine-tuning", {"mode": "finetune"}),
-    "adapters": ("adapters (LoRA per task)", {"mode": "adapters"}),
+    # heads on the last layer for both (adapters need it; finetune.feature_layers may name another)
+    "finetune": ("full fine-tuning", {"mode": "finetune", "feature_layers": "last"}),
+    "adapters": ("adapters (LoRA per task)", {"mode": "adapters", "feature_layers": "last"}),
     **{f"feature_extraction:{layers}": (f"frozen features ({layers})",
                                         {"mode": "feature_extraction", "feature_layers": layers})
        for layers in ("last", "second_to_last", "sum_last_four", "concat_last_four", "weighted_sum")},

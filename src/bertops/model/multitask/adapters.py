@@ -61,7 +61,10 @@ def wrap_encoder(encoder, tasks: Sequence[str], settings: dict):
     if not tasks:
         raise BertopsError("adapters: no tasks to make adapters for")
     first, *rest = tasks
-    model = get_peft_model(encoder, lora_config(settings), adapter_name=first)
+    try:
+        model = get_peft_model(encoder, lora_config(settings), adapter_name=first)
+    except ValueError as e:  # e.g. target modules that name no layer of this encoder
+        raise BertopsError(f"adapters: target_modules {settings.get('target_modules')}: {e}") from None
     for task in rest:
         model.add_adapter(task, lora_config(settings))
     model.set_adapter(first)
