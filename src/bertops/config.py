@@ -126,6 +126,9 @@ class PretrainingDataParams(_Section):
     seed: int | None = None  # None: the top-level seed
     random_next_pool_size: int = Field(20000, ge=1)
     batch_chars: int = Field(2_000_000, ge=1)
+    # the corpus sources to pretrain on (data/corpus/<name>.jsonl), e.g. the tasks' domains only;
+    # None: data.corpus_sources. Not data.corpus_sources itself: that rebuilds data/ (and its splits)
+    corpus_sources: list[str] | None = None
     # task-adaptive pretraining (bertops.text.task_texts): these tasks' *train* inputs join the corpus
     task_texts: list[str] = Field(default_factory=list)
     task_texts_per_document: int = Field(8, ge=1)  # paragraphs (records) per corpus document
@@ -140,6 +143,17 @@ class RegisterParams(_Section):
     gate_metric: str = "gate.score"
     threshold: float = 0.0
     out_dir: str = "artifacts/register"
+
+
+class DistillParams(_Section):
+    """Stage `distill` (bertops.train.distill): a smaller student trained on the teacher's soft targets."""
+
+    out_dir: str = "artifacts/distill"
+    teacher_dir: str = "artifacts/finetune/model"  # a multi-task model dir (not single_task)
+    student_preset: ModelPreset | None = None  # None: the teacher's config with student_layers layers
+    student_layers: int | None = Field(None, ge=1)  # None: half the teacher's (at least 1), or the preset's
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1)  # weight of the soft-target loss; 1 - alpha on the gold labels
 
 
 class AdapterParams(_Section):
@@ -287,6 +301,7 @@ class Params(_Section):
     register_: RegisterParams = Field(default_factory=RegisterParams, alias="register")
     finetune: FinetuneParams = Field(default_factory=FinetuneParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    distill: DistillParams = Field(default_factory=DistillParams)
     model: ModelParams = Field(default_factory=ModelParams)
     pretrain: PretrainParams = Field(default_factory=PretrainParams)
 

@@ -27,6 +27,7 @@ def params(tmp_path):
         "pretrain.out_dir": str(tmp_path / "pretrain"),
         "finetune.out_dir": str(tmp_path / "finetune"),
         "evaluate.out_dir": str(tmp_path / "evaluate"),
+        "distill.out_dir": str(tmp_path / "distill"),
     })
 
 
@@ -46,6 +47,9 @@ def test_each_stage_headline_is_a_few_numbers_from_its_detail(tmp_path, params):
     _write(tmp_path / "finetune/metrics.json", {
         "score": 0.5, "gate": {"score": 0.25, "tasks": {"a": {"score": 0.5, "f1": 0.1}, "b": {"score": 0.0}}},
         "steps": 20, "history": [{"epoch": 0}], "tasks": {"a": {"score": 0.5}}})
+    _write(tmp_path / "distill/metrics.json", {
+        "score": 0.41, "gate": {"score": 0.123456, "tasks": {"a": {"score": 0.1}}}, "steps": 7,
+        "student": {"num_hidden_layers": 1, "encoder_params": 1000}, "teacher_params": 2000, "history": []})
     _write(tmp_path / "evaluate/metrics.json", {
         "mean_score": 0.3, "pipeline": {"a": {"score": {"mean": 0.4}}, "b": {"score": {"mean": 0.2}},
                                         "mean_score": {"mean": 0.3}},
@@ -69,6 +73,8 @@ def test_each_stage_headline_is_a_few_numbers_from_its_detail(tmp_path, params):
                                 "lr": {"pretrained": 0.001, "random_init": 0.002},
                                 "pretrained_vs_random": {"wins": 3, "ties": 1, "losses": 1, "mean_difference": 0.0312,
                                                          "mean_ci_low": 0.01, "mean_ci_high": 0.05}}
+    assert read["distill"] == {"gate_score": 0.1235, "selection_score": 0.41, "student_params": 1000,
+                               "teacher_params": 2000, "steps": 7}
     assert written["finetune"] == tmp_path / "metrics/finetune.json"
     assert headline.write("register", params, root=tmp_path) is None
 

@@ -26,7 +26,7 @@ from bertops.env import apply_offline_env, is_global_zero
 from bertops.errors import BertopsError
 
 RESTORE_ONLY_ENV = "BERTOPS_RESTORE_ONLY"  # a stage that must come from DVC's run cache, never run here
-STAGES = ("validate", "tokenize", "pretrain", "finetune", "evaluate", "register")
+STAGES = ("validate", "tokenize", "pretrain", "finetune", "distill", "evaluate", "register")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -280,8 +280,9 @@ def _merge_costs(costs: list[dict]) -> dict:
 
 
 def _fit(params: Params, names: list[str], init_dir: Path, out_dir: Path, model_dir: Path, seed: int,
-         random_init: bool, loggers, log_version: str = "") -> dict:
-    """Fine-tune one model on `names`, save the kept epoch's weights to model_dir, score the gate."""
+         random_init: bool, loggers, log_version: str = "", model=None, module_factory=None) -> dict:
+    """Fine-tune one model on `names`, save the kept epoch's weights to model_dir, score the gate.
+    model / module_factory: a built model and a MultiTaskModule subclass instead (train/distill.py)."""
     import lightning as L
     from torch.utils.data import DataLoader
 
@@ -294,9 +295,10 @@ def _fit(params: Params, names: list[str], init_dir: Path, out_dir: Path, model_
     t0 = time.perf_counter()
     L.seed_everything(seed, workers=True, verbose=False)
     specs = [T.TaskSpec.from_params(n, params.tasks[n]) for n in names]
-    model = MultiTaskModel.build(init_dir, specs, random_init=random_init, feature_layers=ft.feature_layers,
-                                 freeze_encoder=ft.mode == "feature_extraction",
-                                 classifier_dropout=ft.classifier_dropout, adapters=adapter_settings(ft))
+    model = model if model is not None else MultiTaskModel.build(
+        init_dir, specs, random_init=random_init, feature_layers=ft.feature_layers,
+        freeze_encoder=ft.mode == "feature_extraction", classifier_dropout=ft.classifier_dropout,
+        adapters=adapter_settings(ft))
     pad_id = model.tokenizer.pad_token_id or 0
 
     train_features, eval_sets, gate_sets, n_train = {}, {}, {}, {}
@@ -327,7 +329,7 @@ def _fit(params: Params, names: list[str], init_dir: Path, out_dir: Path, model_
         from lightning.pytorch.loggers import CSVLogger
 
         loggers = [CSVLogger(str(out_dir), name="logs", version=log_version)]
-    module = MultiTaskModule(model, ft, eval_sets)
+    module = (module_factory or MultiTaskModule)(model, ft, eval_sets)
     # from_pretrained returns eval mode and Lightning keeps the mode it finds: turn dropout on
     # (a frozen encoder stays in eval mode, see MultiTaskModel.train)
     module.train()
