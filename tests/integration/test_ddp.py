@@ -79,7 +79,8 @@ def _start(workdir: Path, inputs, delay: float = 0.0) -> subprocess.Popen:
     (workdir / "params.yaml").write_text((REPO / "params.yaml").read_text())
     sets = {"model.preset": "tiny", "model.overrides": TINY_MODEL, "pretrain.data_dir": str(data_dir),
             "pretrain.tokenizer_dir": str(tok_dir), "pretrain.out_dir": str(workdir / "pretrain"),
-            "pretrain.batch_size": BATCH, "pretrain.max_steps": MAX_STEPS, "pretrain.warmup_steps": 2,
+            "pretrain.batch_size": BATCH, "pretrain.max_steps": MAX_STEPS, "pretrain.max_time": None,
+            "pretrain.warmup_steps": 2,
             "pretrain.learning_rate": 3e-3, "pretrain.log_every_n_steps": 2,
             "pretrain.checkpoint_every_n_steps": 4, "pretrain.eval_every_n_steps": None,
             "pretrain.eval_max_batches": 2, "pretrain.peak_tflops": 0.05, "pretrain.num_workers": 0,
