@@ -129,6 +129,9 @@ class PretrainingDataParams(_Section):
     # the corpus sources to pretrain on (data/corpus/<name>.jsonl), e.g. the tasks' domains only;
     # None: data.corpus_sources. Not data.corpus_sources itself: that rebuilds data/ (and its splits)
     corpus_sources: list[str] | None = None
+    # the corpus sources to pretrain on (data/corpus/<name>.jsonl), e.g. the tasks' domains only;
+    # None: data.corpus_sources. Not data.corpus_sources itself: that rebuilds data/ (and its splits)
+    corpus_sources: list[str] | None = None
     # task-adaptive pretraining (bertops.text.task_texts): these tasks' *train* inputs join the corpus
     task_texts: list[str] = Field(default_factory=list)
     task_texts_per_document: int = Field(8, ge=1)  # paragraphs (records) per corpus document

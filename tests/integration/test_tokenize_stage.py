@@ -156,3 +156,14 @@ def test_unknown_task_texts_is_a_user_error(real_data_dir, tmp_path, monkeypatch
     monkeypatch.setenv("BERTOPS_TRACKING", "off")
     with pytest.raises(BertopsError, match="task_texts"):
         tokenize.main(stage_params(real_data_dir, tmp_path, **{"pretraining_data.task_texts": ["nope"]}))
+
+
+def test_pretraining_corpus_sources_pick_a_subset_of_data(real_data_dir):
+    """pretraining_data.corpus_sources chooses what to pretrain on without changing data.corpus_sources
+    (which `bertops data fetch` builds data/ and its task splits from)."""
+    params = stage_params(real_data_dir, Path("unused"), **{"pretraining_data.corpus_sources": ["speeches"]})
+    assert tokenize.corpus_files(params.data, params.pretraining_data.corpus_sources) == [
+        real_data_dir / "corpus" / "speeches.jsonl"]
+    assert tokenize.corpus_files(params.data) == [real_data_dir / "corpus" / f"{s}.jsonl" for s in SOURCES]
+    with pytest.raises(BertopsError, match="nope.jsonl"):
+        tokenize.corpus_files(params.data, ["nope"])

@@ -20,10 +20,13 @@ from bertops.errors import BertopsError
 from bertops.io import atomic_path, write_json, write_jsonl
 
 
-def corpus_files(data: DataParams) -> list[Path]:
+def corpus_files(data: DataParams, sources: list[str] | None = None) -> list[Path]:
+    """The corpus files to pretrain on: `sources` (pretraining_data.corpus_sources, a subset of what
+    data/ holds) or else data.corpus_sources (all *.jsonl when empty)."""
     corpus_dir = Path(data.dir) / "corpus"
-    if data.corpus_sources:
-        files = [corpus_dir / f"{source}.jsonl" for source in data.corpus_sources]
+    sources = data.corpus_sources if sources is None else sources
+    if sources:
+        files = [corpus_dir / f"{source}.jsonl" for source in sources]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise BertopsError(f"corpus files missing: {', '.join(missing)} (run `bertops data fetch`)")
@@ -60,7 +63,7 @@ def main(params: Params) -> dict:
     from bertops.text.tokenizer import save_tokenizer, train_wordpiece, wordpiece_from_vocab_file
 
     tp, dp = params.tokenizer, params.pretraining_data
-    files = corpus_files(params.data)
+    files = corpus_files(params.data, dp.corpus_sources)
     section = {"tokenizer": tp.model_dump(), "pretraining_data": dp.model_dump(),
                "corpus_files": [str(f) for f in files]}
     with tracking.stage_run("tokenize", section):
