@@ -129,9 +129,6 @@ class PretrainingDataParams(_Section):
     # the corpus sources to pretrain on (data/corpus/<name>.jsonl), e.g. the tasks' domains only;
     # None: data.corpus_sources. Not data.corpus_sources itself: that rebuilds data/ (and its splits)
     corpus_sources: list[str] | None = None
-    # the corpus sources to pretrain on (data/corpus/<name>.jsonl), e.g. the tasks' domains only;
-    # None: data.corpus_sources. Not data.corpus_sources itself: that rebuilds data/ (and its splits)
-    corpus_sources: list[str] | None = None
     # task-adaptive pretraining (bertops.text.task_texts): these tasks' *train* inputs join the corpus
     task_texts: list[str] = Field(default_factory=list)
     task_texts_per_document: int = Field(8, ge=1)  # paragraphs (records) per corpus document
@@ -232,7 +229,8 @@ class EvaluateParams(_Section):
     modes: list[Literal[
         "finetune", "adapters", "feature_extraction", "feature_extraction:last", "feature_extraction:second_to_last",
         "feature_extraction:sum_last_four", "feature_extraction:concat_last_four", "feature_extraction:weighted_sum",
-    ]] = Field(default_factory=lambda: ["finetune", "adapters", "feature_extraction:last"])
+        "student",  # the distill stage's student (not fitted by evaluate)
+    ]] = Field(default_factory=lambda: ["finetune", "adapters", "feature_extraction:last", "student"])
 
 
 ModelPreset = Literal["tiny", "mini", "small", "medium", "base", "large"]

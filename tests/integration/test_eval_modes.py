@@ -1,7 +1,7 @@
 """The evaluate stage's rows comparing ways to adapt our encoder (evaluate.modes: full fine-tuning,
-adapters, frozen features), really fine-tuned on the real task data with a tiny encoder: every
-variant fitted before the test split is read, each row's test score, trainable % and bytes per
-task in metrics.json and the report."""
+adapters, frozen features) and the distill stage's student, really fine-tuned on the real task data
+with a tiny encoder: every variant fitted before the test split is read, each row's test score,
+trainable % and bytes per task in metrics.json and the report."""
 
 import json
 
@@ -29,10 +29,14 @@ def test_evaluate_rows_full_adapters_frozen(tmp_path, real_data_dir, monkeypatch
         "evaluate.out_dir": str(tmp_path / "evaluate"), "evaluate.model_dir": str(tmp_path / "finetune" / "model"),
         "evaluate.pretrain_dir": str(encoder), "evaluate.seeds": [11], "evaluate.baselines": ["majority"],
         "evaluate.max_test_examples_per_task": 24, "evaluate.lr_grid": [],
-        "evaluate.modes": ["finetune", "adapters", "feature_extraction:last"],
+        "evaluate.modes": ["finetune", "adapters", "feature_extraction:last", "student"],
+        "distill.out_dir": str(tmp_path / "distill"), "distill.teacher_dir": str(tmp_path / "finetune" / "model"),
     })
     params = load_params(_repo_params(), overrides)
     finetune.fit_multitask(params, str(encoder), tmp_path / "finetune", params.seed)
+    from bertops.stages import distill
+
+    distill.main(params)  # the student (as many layers as this 1-layer teacher)
 
     events, real_load, real_fit = [], T.load_records, finetune.fit_multitask
 
@@ -55,12 +59,17 @@ def test_evaluate_rows_full_adapters_frozen(tmp_path, real_data_dir, monkeypatch
 
     m = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
     rows = {r["variant"]: r for r in m["modes"]}
-    assert list(rows) == ["finetune", "adapters", "feature_extraction:last"]
+    assert list(rows) == ["finetune", "adapters", "feature_extraction:last", "student"]
     full, lora, frozen = rows["finetune"], rows["adapters"], rows["feature_extraction:last"]
     for r in rows.values():
         assert set(r["tasks"]) == set(TASKS) and r["score"] == pytest.approx(sum(r["tasks"].values()) / len(TASKS))
     # full: the whole encoder per task; adapters: a LoRA adapter + head; frozen: a head (+ pooler)
     assert full["trainable_pct"] > 100 > lora["trainable_pct"] > frozen["trainable_pct"] > 0
     assert full["bytes_per_task"] > lora["bytes_per_task"] > frozen["bytes_per_task"] > 0
+    student = json.loads((tmp_path / "distill" / "metrics.json").read_text())  # % of the teacher's encoder
+    assert rows["student"]["trainable_pct"] == pytest.approx(
+        100 * student["costs"]["tasks"]["wic"]["trainable_params"] / student["teacher_params"], abs=0.5)
+    assert (tmp_path / "distill" / "model" / "config.json").exists()  # evaluate leaves the stage's output
     report = (tmp_path / "evaluate" / "report.md").read_text()
     assert "| adapters (LoRA per task) |" in report and "| frozen features (last) |" in report
+    assert "| distilled student |" in report

@@ -1,7 +1,8 @@
 """Rows of the evaluation table that compare ways of adapting one encoder to the tasks: full
 fine-tuning, adapters (a LoRA adapter per task, frozen encoder) and frozen features (the encoder's
 layers as fixed features, `feature_layers`), each with its score, the parameters one task trains
-(% of the encoder) and the bytes a deployment stores per task (bertops.train.adapters.parameter_costs).
+(% of the encoder) and the bytes a deployment stores per task (bertops.train.adapters.parameter_costs);
+and the distill stage's student ("student": not fitted here, read from distill.out_dir).
 
     VARIANTS: the variant names `evaluate.modes` takes -> label and finetune overrides
     fit_variant(params, ft, name, init_dir, run_dir, seed, tasks) -> ({task: model dir}, fit result)
@@ -33,6 +34,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     **{f"feature_extraction:{layers}": (f"frozen features ({layers})",
                                         {"mode": "feature_extraction", "feature_layers": layers})
        for layers in ("last", "second_to_last", "sum_last_four", "concat_last_four", "weighted_sum")},
+    # not fitted here: the distill stage's student (distill.out_dir), scored in the same table
+    "student": ("distilled student", {}),
 }
 
 
@@ -95,10 +98,33 @@ def fit_all(params, ft, names: list[str], init_dir: str | Path, work: Path, seed
     [(name, {task: model dir}, fit result)]. full_lr: the "finetune" variant's encoder rate."""
     out = []
     for name in names:
+        if name == "student":
+            out.append(student(params))
+            continue
         run_ft = ft.model_copy(update={"learning_rate": full_lr}) if full_lr and name == "finetune" else ft
         dirs, result = fit_variant(params, run_ft, name, init_dir, Path(work) / name.replace(":", "-"), seed, tasks)
         out.append((name, dirs, result))
     return out
+
+
+def student(params) -> tuple[str, dict[str, Path], dict]:
+    """The distill stage's student as a fitted variant: its model dir and metrics.json, with its
+    trainable % given against the teacher's encoder (the student is trained whole)."""
+    import json
+
+    from bertops.errors import BertopsError
+
+    out = Path(params.distill.out_dir)
+    if not (out / "metrics.json").exists():
+        raise BertopsError(f"evaluate: no distilled student at {out} (run the distill stage, or drop "
+                           "'student' from evaluate.modes)")
+    m = json.loads((out / "metrics.json").read_text())
+    tasks = {t: {**c, "trainable_pct": round(100.0 * c["trainable_params"] / m["teacher_params"], 4)}
+             for t, c in m["costs"]["tasks"].items()}
+    from bertops.train.adapters import summary
+
+    m["costs"] = {**m["costs"], "tasks": tasks, **summary(tasks)}
+    return "student", {t: out / "model" for t in tasks}, m
 
 
 def score_all(fitted: list[tuple[str, dict[str, Path], dict]], score: Callable[[dict[str, Path]], dict],
@@ -110,7 +136,7 @@ def score_all(fitted: list[tuple[str, dict[str, Path], dict]], score: Callable[[
     rows = []
     for name, dirs, result in fitted:
         rows.append(row(name, result, score(dirs), task_types, task_metric))
-        for d in set(dirs.values()):
+        for d in set(dirs.values()) if name != "student" else ():  # the student is the distill stage's output
             shutil.rmtree(d, ignore_errors=True)
     return {"rows": rows, "markdown": render(rows, list(task_types))}
 
@@ -120,7 +146,8 @@ def report_lines(scored: dict, seed: int) -> list[str]:
     if not scored["rows"]:
         return []
     return ["", f"Ways to adapt our encoder (seed {seed}, the same budget; trainable parameters as % of the "
-            "encoder's, and bytes stored per task):", "", scored["markdown"]]
+            "encoder's, and bytes stored per task); the distilled student's % is of its teacher's encoder:", "",
+            scored["markdown"]]
 
 
 def run(params, ft, names: list[str], init_dir: str | Path, work: Path, seed: int, tasks: list[str],
