@@ -12,6 +12,11 @@
 # 4. SIGTERM on the GPU (a preempted spot machine): the pretrain stage, with its loader workers, gets
 #    SIGTERM to its whole process group twice; each time it must save last.ckpt and exit 143, and
 #    the second run must resume from the first one's step.
+# 5. the GPU pretraining recipe (docs/pretraining-recipe.md, issue 10 point 5; not in the default
+#    PARTS, about 40 min): tokenize (task texts included), pretrain the medium preset for 10 minutes
+#    over several epochs of the corpus keeping the best held-out MLM checkpoint, fine-tune, and the
+#    evaluate stage's fair protocol (per-encoder lr on validation, seeds, bootstrap) with MiniLM.
+#    GPU_CHECK_PARTS=5 bash bench/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-$PWD/bench/out}
 mkdir -p "$OUT"
@@ -81,4 +86,35 @@ if [[ " $PARTS " == *" 4 "* ]] && [ -d artifacts/pretraining_data ] && [ -d arti
     echo "exit status $? (143 expected)"
     grep -hE "resuming from|SIGTERM: saved|Error" "$OUT/sigterm_$attempt.log"
   done
+fi
+
+if [[ " $PARTS " == *" 5 "* ]] && [ -d data/tasks ]; then
+  echo "## 5. the GPU recipe: medium, ${GPU_RECIPE_TIME:-00:10:00} of pretraining, best held-out checkpoint, fair evaluation with MiniLM"
+  w=${GPU_RECIPE_DIR:-$(mktemp -d)}
+  # artifacts of this part live under $w; the project's artifacts/ and params.yaml are not touched
+  paths=(-S tokenizer.out_dir="$w/tokenizer" -S pretraining_data.out_dir="$w/pretraining_data"
+         -S pretraining_data.stats_path="$w/tokenize/stats.json" -S pretraining_data.task_texts_path="$w/tokenize/task_texts.jsonl"
+         -S pretrain.data_dir="$w/pretraining_data" -S pretrain.tokenizer_dir="$w/tokenizer" -S pretrain.out_dir="$w/pretrain"
+         -S finetune.init_dir="$w/pretrain/model" -S finetune.out_dir="$w/finetune"
+         -S evaluate.model_dir="$w/finetune/model" -S evaluate.pretrain_dir="$w/pretrain/model" -S evaluate.out_dir="$w/evaluate")
+  # the recipe: a bigger model for ~10 min on one H100/H200, several epochs of the small corpus (each
+  # epoch re-masked; dupe_factor 5 gives more NSP pairings), best held-out MLM loss kept (overfitting)
+  recipe=(-S pretraining_data.dupe_factor=5 -S model.preset=medium
+          -S pretrain.max_time=${GPU_RECIPE_TIME:-00:10:00} -S pretrain.max_steps=1000000
+          -S pretrain.batch_size=256 -S pretrain.learning_rate=1e-3 -S pretrain.warmup_steps=300
+          -S pretrain.adam_beta2=0.98 -S pretrain.dropout=0.1 -S pretrain.compile=true
+          -S pretrain.eval_every_n_steps=500 -S pretrain.limit_val_batches=50 -S pretrain.keep_best=true
+          -S pretrain.checkpoint_every_n_steps=2000 -S pretrain.log_every_n_steps=50
+          -S finetune.max_train_examples_per_task=4000 -S finetune.learning_rate=1e-4
+          -S evaluate.lr_grid="[3e-5,1e-4,3e-4,1e-3]" -S evaluate.baselines="[majority,random_init,tfidf,minilm]")
+  cp params.yaml "$w/params.yaml"  # headline numbers go to $w/metrics/, not the project's metrics/
+  for stage in tokenize pretrain finetune evaluate; do
+    BERTOPS_TRACKING=off $PY -m bertops.stages $stage --params "$w/params.yaml" "${paths[@]}" "${recipe[@]}" 2>&1 \
+      | tee "$OUT/recipe_$stage.log" | tail -n 40
+  done
+  cp "$w/tokenize/stats.json" "$OUT/recipe_tokenize_stats.json" 2>/dev/null
+  cp "$w/pretrain/metrics.json" "$OUT/recipe_pretrain_metrics.json" 2>/dev/null
+  cp "$w/pretrain/logs/metrics.csv" "$OUT/recipe_pretrain_metrics.csv" 2>/dev/null
+  cp "$w/evaluate/report.md" "$OUT/recipe_evaluate_report.md" 2>/dev/null
+  cp "$w/evaluate/metrics.json" "$OUT/recipe_evaluate_metrics.json" 2>/dev/null
 fi

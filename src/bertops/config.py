@@ -130,7 +130,7 @@ class PretrainingDataParams(_Section):
     # None: data.corpus_sources. Not data.corpus_sources itself: that rebuilds data/ (and its splits)
     corpus_sources: list[str] | None = None
     # task-adaptive pretraining (bertops.text.task_texts): these tasks' *train* inputs join the corpus
-    task_texts: list[str] = Field(default_factory=list)
+    task_texts: list[str] = Field(default_factory=lambda: ["sentiment", "wic", "define-qa"])
     task_texts_per_document: int = Field(8, ge=1)  # paragraphs (records) per corpus document
     task_texts_path: str = "artifacts/tokenize/task_texts.jsonl"  # the documents, as written
 
@@ -138,6 +138,7 @@ class PretrainingDataParams(_Section):
 class RegisterParams(_Section):
     model_name: str = "bertops"
     encoder_model_name: str = "bertops-encoder"
+    student_model_name: str = "bertops-student"  # the distill stage's student
     gate_metrics_file: str = "artifacts/finetune/metrics.json"
     # the kept model's mean score on the gate examples, which chose nothing (finetune.gate_fraction)
     gate_metric: str = "gate.score"
@@ -249,11 +250,11 @@ class PretrainParams(_Section):
     data_dir: str = "artifacts/pretraining_data"
     tokenizer_dir: str = "artifacts/tokenizer"
     out_dir: str = "artifacts/pretrain"
-    max_steps: int = Field(1000, ge=1)
+    max_steps: int = Field(20000, ge=1)
     # wall-clock budget in seconds (or "HH:MM:SS"); training stops at max_time or max_steps, whichever
     # comes first, and the lr decays to zero at it (bertops.train.pretrain_schedule). None: steps only.
-    max_time: float | None = None
-    dropout: float | None = Field(None, ge=0, lt=1)  # pretraining only (config.json keeps its own)
+    max_time: float | None = 420.0
+    dropout: float | None = Field(0.0, ge=0, lt=1)  # pretraining only (config.json keeps its own); None: config's
     batch_size: int = Field(32, ge=1)  # per device, per micro-batch
     eval_batch_size: int | None = None  # None: batch_size
     accumulate_grad_batches: int = Field(1, ge=1)
@@ -261,10 +262,10 @@ class PretrainParams(_Section):
     warmup_steps: int = Field(100, ge=0)
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
+    adam_beta2: float = 0.98
     adam_epsilon: float = 1e-6
     max_grad_norm: float = 1.0
-    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    mlm_probability: float = Field(0.3, gt=0, lt=1)
     mask_replace_prob: float = Field(0.8, ge=0, le=1)
     random_replace_prob: float = Field(0.1, ge=0, le=1)
     whole_word_mask: bool = False

@@ -33,6 +33,7 @@ TINY = {
     "pretraining_data.dupe_factor": 1,
     "model.preset": "tiny",
     "pretrain.max_steps": 12,
+    "pretrain.max_time": None,  # a step budget: the same bytes on every run (a time budget depends on speed)
     "pretrain.batch_size": 8,
     "pretrain.warmup_steps": 2,
     "pretrain.log_every_n_steps": 2,

@@ -42,6 +42,7 @@ def test_each_stage_headline_is_a_few_numbers_from_its_detail(tmp_path, params):
         "total": {"tokens": 9000}, "tokens_per_s": 123456.7, "fingerprint": "abc"})
     _write(tmp_path / "pretrain/metrics.json", {
         "mlm_accuracy": 0.123456, "nsp_accuracy": 0.61, "mlm_loss": 6.4, "global_step": 12,
+        "train_tokens": 3000, "train_seconds_total": 12.345,
         "baseline_mlm_most_frequent_token_accuracy": 0.03, "train_tokens_per_s": 11712.4, "mfu": None,
         "info": {"flop_convention": "a string"}})
     _write(tmp_path / "finetune/metrics.json", {
@@ -66,6 +67,7 @@ def test_each_stage_headline_is_a_few_numbers_from_its_detail(tmp_path, params):
     assert read["tokenize"] == {"vocab_size": 1000, "train_examples": 70, "validation_examples": 5,
                                 "tokens": 9000, "tokens_per_s": 123457}
     assert read["pretrain"] == {"mlm_accuracy": 0.1235, "nsp_accuracy": 0.61, "mlm_loss": 6.4, "global_step": 12,
+                                "train_tokens": 3000, "train_seconds": 12.3,
                                 "baseline_mlm_most_frequent_token_accuracy": 0.03, "train_tokens_per_s": 11712}
     assert read["finetune"] == {"gate_score": 0.25, "selection_score": 0.5, "gate": {"a": 0.5, "b": 0.0},
                                 "steps": 20}

@@ -1,5 +1,7 @@
 """`register` stage: log the fine-tuned multi-task model and the pretrained encoder to MLflow,
-register a new version with lineage tags and a model card, and apply the promotion gate.
+register a new version with lineage tags and a model card, and apply the promotion gate. The
+distill stage's student, when there is one, is registered the same way as its own model
+(register.student_model_name), with its own gate and a card naming the version it was distilled from.
 
 Nothing is registered when validation failed (the DVC graph already stops before this stage; the
 check here guards direct calls too).
@@ -88,6 +90,42 @@ def log_encoder(encoder_dir: Path):
     )
 
 
+def register_student(params: Params, root: Path, client, tags: dict, report: str, params_tree: dict,
+                     teacher_version: str) -> dict | None:
+    """Log and register the distill stage's student (None when distill.out_dir has no model): the
+    same pyfunc format, gate metric and threshold (against the student's own champion), lineage tags
+    plus bertops.distilled_from, and a model card saying what it was distilled from."""
+    import mlflow
+
+    from bertops.tracking import registry
+
+    cfg, out = params.register_, root / params.distill.out_dir
+    if not (out / "model").is_dir():
+        return None
+    m = json.loads((out / "metrics.json").read_text())
+    try:
+        value = registry.get_dotted(m, cfg.gate_metric)
+    except KeyError:
+        raise BertopsError(f"register: gate metric {cfg.gate_metric!r} not found in {out / 'metrics.json'}") from None
+    info = mlflow.pyfunc.log_model(name="student", **multitask_model_kwargs(out / "model"))
+    try:
+        client.get_registered_model(cfg.student_model_name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(cfg.student_model_name, description="Distilled by the bertops pipeline")
+    origin = f"{cfg.model_name} version {teacher_version}"
+    stags = {**tags, "bertops.distilled_from": origin, "bertops.teacher_dir": str(m["teacher_dir"])}
+    version = mlflow.register_model(info.model_uri, cfg.student_model_name, tags=stags).version
+    gate = registry.apply_gate(client, cfg.student_model_name, version, value, cfg.threshold)
+    s = m["student"]
+    card = registry.model_card(params_tree, stags, report, gate).replace(
+        "# bertops multi-task BERT", f"# bertops distilled student\n\nDistilled from `{origin}` "
+        f"({m['teacher_dir']}): {s['num_hidden_layers']} layers of {s['hidden_size']}, {s['encoder_params']:,} "
+        f"encoder parameters against the teacher's {m['teacher_params']:,}; temperature {m['temperature']}, "
+        f"alpha {m['alpha']} (soft-target weight).", 1)
+    client.update_model_version(cfg.student_model_name, version, description=card)
+    return {"model_name": cfg.student_model_name, "version": version, "gate_value": value, **gate}
+
+
 def main(params: Params, root: Path | str = ".") -> dict:
     import mlflow
     from mlflow import MlflowClient
@@ -138,10 +176,11 @@ def main(params: Params, root: Path | str = ".") -> dict:
                 tags={**tags, "bertops.multitask_version": str(version)}).version
             # The encoder follows the multi-task model it was fine-tuned into.
             client.set_registered_model_alias(cfg.encoder_model_name, gate["alias"], encoder_version)
+        student = register_student(params, root, client, tags, report, params_tree, version)
         mlflow.set_tags({"bertops.registered_version": version, "bertops.gate_decision": gate["alias"],
                          "bertops.gate_reason": gate["reason"]})
         result = {"model_name": cfg.model_name, "version": version, "encoder_version": encoder_version,
                   "gate_metric": cfg.gate_metric, "gate_value": gate_value, **gate,
-                  "run_id": run.info.run_id, "tags": tags}
+                  "run_id": run.info.run_id, "tags": tags, "student": student}
     write_json(root / cfg.out_dir / "result.json", result)
     return result
