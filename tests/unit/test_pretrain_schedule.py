@@ -67,6 +67,9 @@ def test_schedule_on_a_fake_clock_reaches_zero_at_the_deadline():
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
     assert lrs[-1] == 0.0 and lrs[-2] == pytest.approx(2e-3 * 2 / 60)
     assert over_budget(clock, 60.0) and not over_budget(clock, 61.0) and not over_budget(clock, None)
+    clock.stop()  # training ended: the final evaluation does not count
+    fake.now += 500.0
+    assert clock.elapsed() == 60.0
 
 
 def test_resume_keeps_elapsed_time_and_the_schedule():

@@ -164,6 +164,9 @@ class BertPretrainingModule(L.LightningModule):
                            f"loss {float(outputs['loss']):.3f}, {metrics['perf/tokens_per_s']:,.0f} tokens/s")
         self._reset_window()
 
+    def on_train_end(self) -> None:
+        self.training_clock.stop()  # the final evaluation and saving are not training time
+
     def on_validation_start(self) -> None:
         self._val_started = time.perf_counter()
 

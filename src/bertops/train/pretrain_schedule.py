@@ -58,6 +58,10 @@ class TrainingClock:
         if self._started is None:
             self._started = self.clock()
 
+    def stop(self) -> None:
+        """Freeze the count (training ended: evaluation and saving afterwards are not training time)."""
+        self.offset, self._started = self.elapsed(), None
+
     def elapsed(self) -> float:
         return self.offset + (self.clock() - self._started if self._started is not None else 0.0)
 
