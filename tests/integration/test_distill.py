@@ -63,3 +63,24 @@ def test_distill_stage_trains_a_smaller_student_from_the_teacher(real_data_dir, 
     assert model.encoder.config.num_hidden_layers == 1 and sorted(model.tasks) == sorted(TASKS)
     pred, gold = predict_split(tmp_path / "distill" / "model", params.tasks["wic"], "validation", "wic")
     assert len(pred) == len(gold) > 0
+
+
+@pytest.mark.slow
+def test_single_task_teachers_distill_into_one_multitask_student(real_data_dir, tmp_path):
+    from bertops.model.multitask import MultiTaskModel
+    from bertops.train.distill import build_student, fit_distill
+    from bertops.train.finetune import fit_multitask
+
+    encoder = write_tiny_encoder(tmp_path / "encoder")
+    params = real_params(real_data_dir, tmp_path, **{"finetune.mode": "single_task", "finetune.max_epochs": 1,
+                                                    "finetune.steps_per_epoch": 4})
+    r = fit_multitask(params, str(encoder), tmp_path / "st", params.seed, tasks=["sentiment", "wic"])
+    teachers = {t: MultiTaskModel.from_pretrained(d) for t, d in r["model_dirs"].items()}
+    student = build_student(teachers["sentiment"], teachers=teachers)
+    for t, m in teachers.items():  # each head from its own task's teacher
+        key = next(k for k in m.state_dict() if k.startswith(f"heads.{t}.") and k.endswith("weight"))
+        assert torch.equal(student.state_dict()[key], m.state_dict()[key]), t
+
+    out = fit_distill(params, r["model_dir"], tmp_path / "distill", params.seed)
+    model = MultiTaskModel.from_pretrained(out["model_dir"])
+    assert sorted(model.tasks) == ["sentiment", "wic"] and model.encoder.config.num_hidden_layers == 1

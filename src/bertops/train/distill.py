@@ -1,13 +1,15 @@
 """Knowledge distillation (Hinton et al. 2015; DistilBERT, Sanh et al. 2019) of a fine-tuned
 multi-task model into a smaller one, on the tasks' training data.
 
-    build_student(teacher, num_layers=None, preset=None) -> MultiTaskModel
+    build_student(teacher, num_layers=None, preset=None, teachers=None) -> MultiTaskModel
         A smaller encoder with the teacher's tasks: the teacher's config with `num_layers` layers
         (default half, at least 1), or a model preset. Initialised from the teacher where shapes
         allow (DistilBERT): embeddings, the pooler, student layer i from teacher layer
         round(i * L_teacher / L_student) (every other one at half depth), and the heads; any tensor
         whose shape differs (another hidden size) keeps its fresh initialisation. An adapters
         teacher gives its base encoder (a per-task LoRA delta has no single-model equivalent).
+        teachers: {task: its teacher} when each task has its own (finetune.mode single_task): the
+        student gets every task, each head from its task's teacher, the encoder from `teacher`.
     distill_loss(task_type, student_logits, teacher_logits, batch, temperature) -> tensor
         KL(teacher || student) of the temperature-softened distributions, times T^2: over labels
         (classification; squared error for a one-output regression head), over tags at each
@@ -18,7 +20,8 @@ multi-task model into a smaller one, on the tasks' training data.
         alpha * distill_loss + (1 - alpha) * the task's own loss on the gold labels (params
         `distill:`), keeps the best epoch on the selection examples, scores the gate examples once,
         saves out_dir/model (a MultiTaskModel dir) and returns fit_multitask's result plus
-        "teacher_dir", "student" (layers, hidden size, parameters) and "teacher_params".
+        "teacher_dir", "student" (layers, hidden size, parameters) and "teacher_params". A
+        single_task teacher dir gives one teacher per task (its own model) and one multi-task student.
 The test split is never read.
 """
 
@@ -44,7 +47,7 @@ def _encoder_state(model) -> dict[str, torch.Tensor]:
     return adapters.base_state_dict(enc) if adapters.is_wrapped(enc) else enc.state_dict()
 
 
-def build_student(teacher, num_layers: int | None = None, preset: str | None = None):
+def build_student(teacher, num_layers: int | None = None, preset: str | None = None, teachers: dict | None = None):
     from transformers import BertConfig, BertModel
 
     from bertops.model.multitask import MultiTaskModel
@@ -61,12 +64,14 @@ def build_student(teacher, num_layers: int | None = None, preset: str | None = N
         cfg["num_hidden_layers"] = max(1, teacher_layers // 2)
     student_layers = cfg["num_hidden_layers"]
     encoder = BertModel(BertConfig.from_dict(cfg))
-    student = MultiTaskModel(encoder, teacher.tokenizer, list(teacher.tasks.values()), feature_layers="last",
-                             classifier_dropout=teacher.classifier_dropout)
+    teachers = teachers or {t: teacher for t in teacher.tasks}
+    student = MultiTaskModel(encoder, teacher.tokenizer, [m.tasks[t] for t, m in teachers.items()],
+                             feature_layers="last", classifier_dropout=teacher.classifier_dropout)
     # copy what fits: student layer i <- teacher layer round(i * L_t / L_s)
     source = _encoder_state(teacher)
     mapping = {i: min(teacher_layers - 1, round(i * teacher_layers / student_layers)) for i in range(student_layers)}
-    state, heads = student.state_dict(), teacher.state_dict()
+    state = student.state_dict()
+    heads = {k: v for t, m in teachers.items() for k, v in m.state_dict().items() if k.startswith(f"heads.{t}.")}
     copied = 0
     for key in state:
         src_key = key
@@ -110,9 +115,10 @@ def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Ten
 class DistillModule(MultiTaskModule):
     """MultiTaskModule whose training loss mixes the teacher's soft targets with the gold labels."""
 
-    def __init__(self, model, ft, eval_sets, teacher, temperature: float, alpha: float):
+    def __init__(self, model, ft, eval_sets, teachers: dict, temperature: float, alpha: float):
         super().__init__(model, ft, eval_sets)
-        self.teacher = [teacher.eval().requires_grad_(False)]  # a list: not a submodule, not saved or trained
+        # {task: teacher} in a plain dict: not submodules, so neither saved nor trained nor put in train mode
+        self.teachers = {t: m.eval().requires_grad_(False) for t, m in teachers.items()}
         self.temperature, self.alpha = temperature, alpha
 
     def training_step(self, batch, batch_idx):
@@ -120,7 +126,7 @@ class DistillModule(MultiTaskModule):
         spec = self.model.tasks[task]
         inputs = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         logits = self.model(task, *inputs)
-        teacher = self.teacher[0]
+        teacher = self.teachers[task]
         teacher.to(logits.device)
         with torch.no_grad():
             target = teacher(task, *inputs)
@@ -138,20 +144,25 @@ def fit_distill(params: Params, teacher_dir: str | Path, out_dir: str | Path, se
     from bertops.train import finetune
 
     dp = params.distill
-    if single_task_dirs(teacher_dir) is not None:
-        raise BertopsError(f"distill: {teacher_dir} holds single_task models; the teacher must be one "
-                           "multi-task model (finetune.mode finetune, feature_extraction or adapters)")
-    teacher = MultiTaskModel.from_pretrained(teacher_dir)
-    names = list(teacher.tasks)
+    if not Path(teacher_dir).is_dir():
+        raise BertopsError(f"distill: no teacher at {teacher_dir} (run the finetune stage or set distill.teacher_dir)")
+    dirs = single_task_dirs(teacher_dir)
+    if dirs is None:  # one multi-task model teaches every task
+        teacher = MultiTaskModel.from_pretrained(teacher_dir)
+        teachers = {t: teacher for t in teacher.tasks}
+    else:  # finetune.mode single_task: each task's own model teaches it
+        teachers = {t: MultiTaskModel.from_pretrained(d) for t, d in dirs.items()}
+    names = list(teachers)
+    teacher = teachers[names[0]]
     missing = [t for t in names if t not in params.tasks]
     if missing:
         raise BertopsError(f"distill: the teacher's tasks {missing} are not declared under `tasks:`")
-    student = build_student(teacher, dp.student_layers, dp.student_preset)
+    student = build_student(teacher, dp.student_layers, dp.student_preset, teachers)
     ft = params.finetune.model_copy(update={"mode": "finetune", "feature_layers": "last"})
     run_params = params.model_copy(update={"finetune": ft})
 
     def module(model, ft_, eval_sets):
-        return DistillModule(model, ft_, eval_sets, teacher, dp.temperature, dp.alpha)
+        return DistillModule(model, ft_, eval_sets, teachers, dp.temperature, dp.alpha)
 
     out_dir = Path(out_dir)
     result = finetune._fit(run_params, names, Path(teacher_dir), out_dir, out_dir / "model", seed, False, loggers,
