@@ -56,9 +56,12 @@ def test_stack_comes_up_healthy_on_loopback(stack):  # noqa: F811
     assert all(s["running"] for s in status.values()), status
     print("startup seconds:", json.dumps({k: round(v, 1) for k, v in stack.startup_seconds.items()}))
     listening = set()
+    secrets = [v for v in stack.stack.secrets.values() if len(v) > 16]
     for name, pid in stack.stack.pids().items():
         procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
         for proc in procs:
+            cmdline = " ".join(proc.cmdline())
+            assert not [s for s in secrets if s in cmdline], f"a secret is visible in `ps`: {name} {proc.pid}"
             for conn in proc.net_connections(kind="inet"):
                 if conn.status == psutil.CONN_LISTEN:
                     listening.add((name, conn.laddr.ip, conn.laddr.port))
@@ -113,6 +116,7 @@ def test_s3_refuses_a_wrong_key(stack):  # noqa: F811
     assert status_of(f"{store.local_endpoint}/mlflow/") == 403  # anonymous
 
 
+LOGGED: dict[str, list[str]] = {}  # run ids a later test checks after a restart
 CLIENT = textwrap.dedent("""
     import sys, mlflow
     from pathlib import Path
@@ -138,6 +142,7 @@ def test_eight_concurrent_clients_log_runs_and_artifacts_without_s3_keys(stack, 
     assert not failed, "\n---\n".join(failed)
     run_ids = {out.strip().splitlines()[-1] for _, out, _ in results}
     assert len(run_ids) == 8
+    LOGGED["concurrent"] = sorted(run_ids)
 
     s3 = stack.stack.objectstore.client()
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="mlflow", Prefix="artifacts/")
@@ -234,8 +239,10 @@ def test_down_leaves_no_process_running_and_up_again_keeps_the_data(stack, tmp_p
         monkeypatch.delenv(key, raising=False)
     uri = stack.env["MLFLOW_TRACKING_URI"]
     client = mlflow.MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("concurrent-clients").experiment_id])
-    assert len(runs) == 8
+    runs = [client.get_run(run_id) for run_id in LOGGED["concurrent"]]
+    found = client.search_runs([client.get_experiment_by_name("concurrent-clients").experiment_id])
+    assert sorted(r.info.run_id for r in found) == LOGGED["concurrent"], [
+        (r.info.run_id, r.info.status, r.info.lifecycle_stage, r.info.experiment_id) for r in runs]
     got = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path="reports",
                                               dst_path=str(tmp_path), tracking_uri=uri)
     i = runs[0].data.params["client"]

@@ -91,12 +91,13 @@ class MlflowServer(Service):
                "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secret_key,
                "MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": s3_keys[0],
                "AWS_SECRET_ACCESS_KEY": s3_keys[1], "AWS_DEFAULT_REGION": "us-east-1",
-               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+               "MLFLOW_BACKEND_STORE_URI": backend_url}  # in the environment, not on a command line `ps` shows
         for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                     "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_AUTH_ADMIN_USERNAME"):
             env.pop(key, None)
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", self.bind, "--port", str(self.port),
-               "--workers", str(self.workers), "--backend-store-uri", backend_url,
+               "--workers", str(self.workers),
                "--artifacts-destination", artifacts, "--serve-artifacts", "--app-name", "basic-auth",
                "--allowed-hosts", self.allowed_hosts()]
         proc = self._spawn(cmd, env)
