@@ -32,6 +32,7 @@ from typing import Any
 from bertops.text.sentences import split_sentences
 
 HELD_OUT_SPLITS = ("validation", "test")
+SOURCE = "task_texts"  # the documents' source field (the file is artifacts/tokenize/task_texts.jsonl)
 _WORD = re.compile(r"\w+")
 
 
@@ -116,7 +117,8 @@ def task_train_documents(tasks: Mapping[str, Any], names: Iterable[str], per_doc
                 paragraphs.append(paragraph)
         counts["paragraphs"] = len(paragraphs)
         for i in range(0, len(paragraphs), per_document):
-            docs.append({"id": f"task-train/{name}/{i // per_document:06d}", "source": f"task-train/{name}",
+            # source = the file's name, as data/corpus files have it (validate: source_matches_file)
+            docs.append({"id": f"{SOURCE}/{name}/{i // per_document:06d}", "source": SOURCE,
                          "text": "\n\n".join(paragraphs[i:i + per_document])})
             counts["documents"] += 1
     return docs
