@@ -155,6 +155,7 @@ class DistillParams(_Section):
     student_layers: int | None = Field(None, ge=1)  # None: half the teacher's (at least 1), or the preset's
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the soft-target loss; 1 - alpha on the gold labels
+    hidden_weight: float = Field(0.0, ge=0)  # > 0: + weight * MSE of the last hidden states (equal sizes)
 
 
 class AdapterParams(_Section):

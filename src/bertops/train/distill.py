@@ -18,10 +18,12 @@ multi-task model into a smaller one, on the tasks' training data.
     fit_distill(params, teacher_dir, out_dir, seed, loggers=None) -> dict
         Trains the student with finetune's budget and task sampler on each batch's loss
         alpha * distill_loss + (1 - alpha) * the task's own loss on the gold labels (params
-        `distill:`), keeps the best epoch on the selection examples, scores the gate examples once,
-        saves out_dir/model (a MultiTaskModel dir) and returns fit_multitask's result plus
-        "teacher_dir", "student" (layers, hidden size, parameters) and "teacher_params". A
-        single_task teacher dir gives one teacher per task (its own model) and one multi-task student.
+        `distill:`; plus hidden_weight * the mean squared error between the two encoders' last
+        hidden states at unpadded positions, an option for equal hidden sizes), keeps the best
+        epoch on the selection examples, scores the gate examples once, saves out_dir/model (a
+        MultiTaskModel dir) and returns fit_multitask's result plus "teacher_dir", "student"
+        (layers, hidden size, parameters) and "teacher_params". A single_task teacher dir gives
+        one teacher per task (its own model) and one multi-task student.
 The test split is never read.
 """
 
@@ -115,11 +117,24 @@ def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Ten
 class DistillModule(MultiTaskModule):
     """MultiTaskModule whose training loss mixes the teacher's soft targets with the gold labels."""
 
-    def __init__(self, model, ft, eval_sets, teachers: dict, temperature: float, alpha: float):
+    def __init__(self, model, ft, eval_sets, teachers: dict, temperature: float, alpha: float,
+                 hidden_weight: float = 0.0):
         super().__init__(model, ft, eval_sets)
         # {task: teacher} in a plain dict: not submodules, so neither saved nor trained nor put in train mode
         self.teachers = {t: m.eval().requires_grad_(False) for t, m in teachers.items()}
-        self.temperature, self.alpha = temperature, alpha
+        self.temperature, self.alpha, self.hidden_weight = temperature, alpha, hidden_weight
+        self._hidden: dict[str, torch.Tensor] = {}
+        if hidden_weight > 0:  # the last hidden states of both encoders, caught by forward hooks
+            sizes = {model.encoder.config.hidden_size, *(m.encoder.config.hidden_size for m in teachers.values())}
+            if len(sizes) > 1:
+                raise BertopsError(f"distill.hidden_weight needs the student's hidden size to be the teacher's "
+                                   f"(got {sorted(sizes)}); use student_layers, or hidden_weight 0")
+            self._hook(model.encoder, "student")
+            for m in {id(m): m for m in teachers.values()}.values():
+                self._hook(m.encoder, "teacher")
+
+    def _hook(self, encoder, name: str) -> None:
+        encoder.register_forward_hook(lambda mod, args, out: self._hidden.__setitem__(name, out.last_hidden_state))
 
     def training_step(self, batch, batch_idx):
         task = batch.pop("task")
@@ -134,6 +149,11 @@ class DistillModule(MultiTaskModule):
         soft = distill_loss(spec.type, logits, target, batch, self.temperature)
         loss = self.alpha * soft + (1 - self.alpha) * hard
         n = len(batch["input_ids"])
+        if self.hidden_weight > 0:  # hidden-state matching (DistilBERT's cosine, TinyBERT's MSE: MSE here)
+            mask = batch["attention_mask"].bool()
+            hidden = F.mse_loss(self._hidden["student"][mask], self._hidden["teacher"][mask].detach())
+            loss = loss + self.hidden_weight * hidden
+            self.log("train/hidden_loss", hidden, on_step=True, on_epoch=False, batch_size=n)
         self.log("train/soft_loss", soft, on_step=True, on_epoch=False, batch_size=n)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
         return loss * spec.loss_weight
@@ -162,7 +182,7 @@ def fit_distill(params: Params, teacher_dir: str | Path, out_dir: str | Path, se
     run_params = params.model_copy(update={"finetune": ft})
 
     def module(model, ft_, eval_sets):
-        return DistillModule(model, ft_, eval_sets, teachers, dp.temperature, dp.alpha)
+        return DistillModule(model, ft_, eval_sets, teachers, dp.temperature, dp.alpha, dp.hidden_weight)
 
     out_dir = Path(out_dir)
     result = finetune._fit(run_params, names, Path(teacher_dir), out_dir, out_dir / "model", seed, False, loggers,
