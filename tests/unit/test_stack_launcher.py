@@ -67,3 +67,34 @@ def test_secrets_are_generated_kept_and_private(tmp_path):
     sourced = subprocess.run(["bash", "-c", f"source {tmp_path / 'a' / 'stack.env'} && echo $PREFECT_API_AUTH_STRING"],
                              capture_output=True, text=True, check=True).stdout.strip()
     assert sourced == env["PREFECT_API_AUTH_STRING"] == f"admin:{first.secrets['prefect_password']}"
+
+
+def test_a_later_up_keeps_the_first_configuration(tmp_path):
+    first = Stack(tmp_path / "s", StackConfig(ports=free_ports()))
+    first._save_state()
+    again = Stack(tmp_path / "s", StackConfig())  # default ports asked for: the first up's are kept
+    assert again.config.ports == first.config.ports and again.config_ignored
+
+
+def test_dvc_remote_settings_come_from_a_file_the_environment_or_the_state_dir(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    from bertops.stack.__main__ import _remote_env
+    from bertops.stack.dvc_remote import REMOTE_KEYS
+
+    stack = Stack(tmp_path / "s")
+    stack._save_state()
+    stack._write_env()
+    copied = tmp_path / "copied.env"
+    copied.write_text("export BERTOPS_DVC_REMOTE_URL=s3://dvc/copied\n")
+    for key in REMOTE_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    args = Namespace(env_file=None, state_dir=tmp_path / "s")
+    assert _remote_env(args)["BERTOPS_DVC_REMOTE_URL"] == "s3://dvc/store"
+    monkeypatch.setenv("BERTOPS_DVC_REMOTE_URL", "s3://dvc/sourced")
+    monkeypatch.setenv("BERTOPS_S3_ENDPOINT_URL", "http://objects.example:8333")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    assert _remote_env(args)["BERTOPS_DVC_REMOTE_URL"] == "s3://dvc/sourced"
+    args.env_file = copied
+    assert _remote_env(args)["BERTOPS_DVC_REMOTE_URL"] == "s3://dvc/copied"

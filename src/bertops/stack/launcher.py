@@ -78,9 +78,11 @@ class Stack:
         self.state_file = self.state_dir / "state.json"
         self.env_file = self.state_dir / "stack.env"
         state = json.loads(self.state_file.read_text()) if self.state_file.exists() else None
+        self.config_ignored = False
         if state is not None:
             self.config = StackConfig(**state["config"])  # the first `up` fixed it
             self.secrets = state["secrets"]
+            self.config_ignored = config is not None and asdict(config) != asdict(self.config)
         else:
             self.config, self.secrets = config or StackConfig(), _new_secrets()
         c, s, d = self.config, self.secrets, self.state_dir
@@ -148,6 +150,9 @@ class Stack:
     def up(self, log=print) -> dict[str, float]:
         """Start every service that is not running; seconds each took (0 for one already running)."""
         env = {**os.environ, **OFFLINE_ENV}
+        if self.config_ignored:
+            log(f"note: using the bind address and ports of the first `up` ({self.state_file}); "
+                "`down --purge` first to change them")
         self._save_state()
         running = self.pids()
         timings: dict[str, float] = {}
