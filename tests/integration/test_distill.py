@@ -81,6 +81,8 @@ def test_single_task_teachers_distill_into_one_multitask_student(real_data_dir, 
         key = next(k for k in m.state_dict() if k.startswith(f"heads.{t}.") and k.endswith("weight"))
         assert torch.equal(student.state_dict()[key], m.state_dict()[key]), t
 
-    out = fit_distill(params, r["model_dir"], tmp_path / "distill", params.seed)
+    hidden = params.model_copy(update={"distill": params.distill.model_copy(update={"hidden_weight": 1.0})})
+    out = fit_distill(hidden, r["model_dir"], tmp_path / "distill", params.seed)  # + hidden-state matching
+    assert out["steps"] == 4
     model = MultiTaskModel.from_pretrained(out["model_dir"])
     assert sorted(model.tasks) == ["sentiment", "wic"] and model.encoder.config.num_hidden_layers == 1

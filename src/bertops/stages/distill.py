@@ -28,7 +28,8 @@ def main(params: Params) -> dict:
         result = fit_distill(params, dp.teacher_dir, out_dir, params.seed, loggers=tracking.lightning_loggers(out_dir))
         metrics = {"score": result["score"], "gate": result["gate"], "teacher_dir": result["teacher_dir"],
                    "teacher_params": result["teacher_params"], "student": result["student"],
-                   "temperature": dp.temperature, "alpha": dp.alpha, "hidden_weight": dp.hidden_weight, "tasks": result["metrics"],
+                   "temperature": dp.temperature, "alpha": dp.alpha, "hidden_weight": dp.hidden_weight,
+                   "tasks": result["metrics"],
                    "best_epoch": result["best_epoch"], "history": result["history"],
                    "train_examples": result["train_examples"], "validation_examples": result["validation_examples"],
                    "steps": result["steps"], "precision": result["precision"], "costs": result["costs"]}
