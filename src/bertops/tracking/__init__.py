@@ -49,8 +49,28 @@ def configure():
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(os.environ.get("BERTOPS_EXPERIMENT", EXPERIMENT))
+    mlflow.set_experiment(experiment_id=_experiment_id(mlflow, os.environ.get("BERTOPS_EXPERIMENT", EXPERIMENT)))
     return mlflow
+
+
+def _experiment_id(mlflow, name: str) -> str:
+    """The experiment's id, creating it if needed. Not `mlflow.set_experiment(name)`: when several
+    processes create a new experiment at once (workers, concurrent runs on a fresh server), MLflow
+    3.17's losers of the race return early without making it active, so their runs land silently
+    in experiment 0 (mlflow/mlflow#12259)."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # created by another process in between
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def process_tags() -> dict[str, str]:
