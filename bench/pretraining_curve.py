@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1234])
     ap.add_argument("--work", type=Path, default=Path("/tmp/bertops-curve"))
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pretraining-curve")
+    ap.add_argument("--fresh", action="store_true", help="re-run the tokenize stage even if --work has its output")
     ap.add_argument("-S", dest="set", action="append", default=[], help="params override KEY=VALUE")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO / "src"))
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
              "pretraining_data.out_dir": str(work / "artifacts/pretraining_data"),
              "pretraining_data.stats_path": str(work / "artifacts/tokenize/stats.json"),
              "pretraining_data.task_texts_path": str(work / "artifacts/tokenize/task_texts.jsonl")}
-    stage(work, "tokenize", {**overrides, **paths}, work / "tokenize.log")
+    if args.fresh or not (work / "artifacts/tokenize/stats.json").is_file():
+        stage(work, "tokenize", {**overrides, **paths}, work / "tokenize.log")
     snapshots = pretrain_with_snapshots(work, budget, sorted(set(args.fractions) | {1.0}), overrides)
     random = best_of_grid(work, snapshots[-1]["dir"], True, args.lrs, args.seeds, overrides)
     for s in snapshots:
