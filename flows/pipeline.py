@@ -26,7 +26,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_STAGES = ("pretrain", "finetune", "evaluate")
+TRAINING_STAGES = ("pretrain", "finetune", "distill", "evaluate")  # sent to `gpu_deployment` when given
 USER_ERROR_MARK = "bertops: error:"
 
 

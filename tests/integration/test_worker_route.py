@@ -12,7 +12,7 @@ them from DVC's run cache (dvc.lock complete, `dvc status` clean), a model is re
 run-time override is what the worker trained with (its MLflow params, children of the pipeline's
 parent run), a second run (the nightly deployment served by flows/serve.py, triggered) sends
 nothing to the worker and runs nothing, and a stage that fails on the worker fails the pipeline
-with nothing registered.
+with nothing registered (while a second run in the same workspace refuses, naming the first).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "bertops-stage/gpu"
 OVERRIDE = {"pretrain.max_steps": 10}  # given at run time; TINY commits 12
+SLIM_EVALUATE = {"evaluate.lr_grid": [], "evaluate.modes": [], "evaluate.bootstrap_samples": 100}  # 1 fine-tuning
 
 
 def _run(cmd: list[str], cwd: Path, env: dict, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -65,10 +66,17 @@ class Route:
     def __init__(self, base: Path, env: dict, orch: Path, worker: Path):
         self.base, self.env, self.orch, self.worker = base, env, orch, worker
 
-    def pipeline(self, overrides: dict, check: bool = True) -> subprocess.CompletedProcess:
+    def _pipeline_cmd(self, overrides: dict) -> list[str]:
         code = ("import json, sys; from flows.pipeline import pipeline; "
                 f"pipeline(overrides=json.loads(sys.argv[1]), gpu_deployment={DEPLOYMENT!r})")
-        return _run([sys.executable, "-c", code, json.dumps(overrides)], self.orch, self.env, check=check)
+        return [sys.executable, "-c", code, json.dumps(overrides)]
+
+    def pipeline(self, overrides: dict, check: bool = True) -> subprocess.CompletedProcess:
+        return _run(self._pipeline_cmd(overrides), self.orch, self.env, check=check)
+
+    def start_pipeline(self, overrides: dict) -> subprocess.Popen:
+        return subprocess.Popen(self._pipeline_cmd(overrides), cwd=self.orch, env=self.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def mlflow(self):
         import mlflow
@@ -114,7 +122,7 @@ def route(tmp_path_factory, real_data_dir, stack):  # noqa: F811 (the fixture)
         sys.path.insert(0, str(REPO))
         from flows.pipeline import apply_overrides
 
-        apply_overrides(orch, TINY)
+        apply_overrides(orch, {**TINY, **SLIM_EVALUATE})
         git_commit_all(orch, "tiny")
         _run([venv_bin("dvc"), "commit", "--force", "data.dvc"], orch, env)  # data/ into the DVC cache
         if _run(["git", "status", "--porcelain", "data.dvc"], orch, env).stdout.strip():
@@ -129,14 +137,16 @@ def route(tmp_path_factory, real_data_dir, stack):  # noqa: F811 (the fixture)
 
         worker_env = {**env, "BERTOPS_PROJECT_DIR": str(worker), "BERTOPS_REPO_URL": str(orch)}
         _run([venv_bin("prefect"), "--no-prompt", "deploy", "--name", "gpu"], worker, worker_env)
-        procs.append(subprocess.Popen([venv_bin("prefect"), "worker", "start", "--pool", "gpu"], cwd=worker,
-                                      env=worker_env, stdout=open(logs / "worker.log", "w"),
-                                      stderr=subprocess.STDOUT, start_new_session=True))
+        worker_proc = subprocess.Popen([venv_bin("prefect"), "worker", "start", "--pool", "gpu"], cwd=worker,
+                                       env=worker_env, stdout=open(logs / "worker.log", "w"),
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(worker_proc)
         # the nightly deployment, served from the orchestrator's project, training on the pool
         procs.append(subprocess.Popen([sys.executable, "-m", "flows.serve", "--gpu-deployment", DEPLOYMENT],
                                       cwd=orch, env=env, stdout=open(logs / "serve.log", "w"),
                                       stderr=subprocess.STDOUT, start_new_session=True))
         r = Route(base, env, orch, worker)
+        r.worker_proc = worker_proc
         t0 = time.monotonic()
         r.first = r.pipeline(OVERRIDE)
         r.first_seconds = time.monotonic() - t0
@@ -150,7 +160,11 @@ def route(tmp_path_factory, real_data_dir, stack):  # noqa: F811 (the fixture)
 
 
 def test_training_stages_run_on_the_worker_and_a_model_is_registered(route):
-    assert [s for s, _ in route.stage_flow_runs()] == ["pretrain", "finetune", "evaluate"]
+    from flows.pipeline import TRAINING_STAGES, dvc_stage_order
+
+    sent = [s for s in dvc_stage_order(route.orch) if s in TRAINING_STAGES]
+    assert {"pretrain", "finetune", "evaluate"} <= set(sent)
+    assert [s for s, _ in route.stage_flow_runs()] == sent
     assert {state for _, state in route.stage_flow_runs()} == {"Completed"}
     # trained in the worker's clone, never in the orchestrator's folder
     assert (route.worker / "artifacts/pretrain/checkpoints/last.ckpt").exists()
@@ -159,7 +173,7 @@ def test_training_stages_run_on_the_worker_and_a_model_is_registered(route):
                  "metrics/pretrain.json", "metrics/evaluate.json"):
         assert (route.orch / path).exists(), path  # restored from DVC's run cache
     lock = yaml.safe_load((route.orch / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {"validate", "tokenize", "pretrain", "finetune", "evaluate", "register"}
+    assert set(lock) >= {"validate", "tokenize", "pretrain", "finetune", "evaluate", "register"}
     assert lock["pretrain"]["params"]["params.yaml"]["pretrain"]["max_steps"] == OVERRIDE["pretrain.max_steps"]
 
     result = json.loads((route.orch / "artifacts/register/result.json").read_text())
@@ -217,14 +231,67 @@ def test_the_orchestrator_is_clean_and_the_triggered_nightly_run_runs_nothing(ro
     assert _run([venv_bin("dvc"), "status"], route.orch, route.env).stdout.strip().endswith("up to date.")
 
 
-def test_a_stage_failing_on_the_worker_fails_the_pipeline_and_registers_nothing(route):
+def test_a_stage_failing_on_the_worker_fails_the_pipeline_and_a_second_run_meanwhile_refuses(route):
+    """The failing run holds the workspace; a second pipeline run in the same folder meanwhile refuses
+    at once, naming it (flows/workspace.py). Nothing is registered; dvc.lock keeps the good run."""
     versions = len(route.mlflow().search_model_versions("name='bertops'"))
     # fine for the parameter checks, but no batch of that size fits the tiny data: pretrain fails
-    out = route.pipeline({**OVERRIDE, "pretrain.batch_size": 100000}, check=False)
-    logged = out.stdout + out.stderr
-    assert out.returncode != 0, logged[-4000:]
-    assert "fewer than one global batch" in logged or "pretrain" in logged
+    failing = route.start_pipeline({**OVERRIDE, "pretrain.batch_size": 100000})
+    holder = route.orch / ".dvc" / "tmp" / "bertops-pipeline.lock"
+    deadline = time.monotonic() + 300
+    while not (holder.exists() and holder.read_text().strip()):
+        assert failing.poll() is None, failing.stdout.read()[-4000:]
+        assert time.monotonic() < deadline, "the first run never took the workspace"
+        time.sleep(0.2)
+    first_run = json.loads(holder.read_text())["flow_run"]
+    second = route.pipeline(OVERRIDE, check=False)
+    refused = second.stdout + second.stderr
+    assert second.returncode != 0 and "another pipeline run is using" in refused, refused[-3000:]
+    assert first_run in refused
+
+    logged, _ = failing.communicate(timeout=900)
+    assert failing.returncode != 0, logged[-4000:]
+    assert f"stage 'pretrain' on {DEPLOYMENT}" in logged and "ended Failed" in logged, logged[-4000:]
     assert route.stage_flow_runs()[-1] == ("pretrain", "Failed")
     assert len(route.mlflow().search_model_versions("name='bertops'")) == versions
     lock = yaml.safe_load((route.orch / "dvc.lock").read_text())["stages"]
     assert lock["pretrain"]["params"]["params.yaml"]["pretrain"]["batch_size"] != 100000
+    assert not holder.read_text().strip()  # released
+
+
+def test_a_worker_killed_mid_stage_fails_the_run_and_the_rerun_resumes_from_its_checkpoint(route):
+    """SIGKILL the worker's flow-run process during pretraining: the stage notices (bertops.lifeline),
+    saves last.ckpt and exits; the flow run is Crashed, so the pipeline fails. The rerun sends the
+    stage to the worker again, whose clone kept artifacts/pretrain/checkpoints (not a DVC output):
+    it resumes from that step and the pipeline completes."""
+    import psutil
+    import torch
+
+    overrides = {**OVERRIDE, "pretrain.batch_size": 8, "pretrain.max_steps": 120,
+                 "pretrain.checkpoint_every_n_steps": 10}
+    last = route.worker / "artifacts/pretrain/checkpoints/last.ckpt"
+    before = last.stat().st_mtime if last.exists() else 0.0
+    run = route.start_pipeline(overrides)
+    deadline = time.monotonic() + 600
+    while not (last.exists() and last.stat().st_mtime > before):  # this run's first checkpoint
+        assert run.poll() is None, run.stdout.read()[-4000:]
+        assert time.monotonic() < deadline, "no checkpoint on the worker within 600 s"
+        time.sleep(0.2)
+    flow_processes = psutil.Process(route.worker_proc.pid).children()  # the flow run's process
+    assert len(flow_processes) == 1, flow_processes
+    stage = flow_processes[0].children(recursive=True)  # dvc and the stage (their own session)
+    flow_processes[0].kill()
+    _, alive = psutil.wait_procs(stage, timeout=120)  # the stage checkpoints and exits by itself
+    assert not alive, alive
+    logged, _ = run.communicate(timeout=600)
+    assert run.returncode != 0, logged[-4000:]
+    assert f"stage 'pretrain' on {DEPLOYMENT}" in logged and "ended Crashed" in logged, logged[-4000:]
+    saved = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert 0 < saved < 120
+
+    route.pipeline(overrides)
+    metrics = json.loads((route.orch / "artifacts/pretrain/metrics.json").read_text())  # restored from the run cache
+    assert metrics["global_step"] == 120 and metrics["resumed_from_step"] == saved, metrics
+    result = json.loads((route.orch / "artifacts/register/result.json").read_text())
+    assert result["version"] >= 2
+    assert _run([venv_bin("dvc"), "status"], route.orch, route.env).stdout.strip().endswith("up to date.")
