@@ -86,3 +86,28 @@ def test_target_modules_that_match_no_layer_are_a_user_error(encoder_dir):
     with pytest.raises(BertopsError, match="target_modules"):
         MultiTaskModel.build(encoder_dir, [TaskSpec.from_dict(SPECS[0].to_dict())],
                              adapters={**SETTINGS, "target_modules": ["no_such_layer"]})
+
+
+def test_modules_to_save_give_each_task_its_own_pooler(encoder_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from bertops.train.adapters import parameter_costs
+
+    settings = {**SETTINGS, "modules_to_save": ["pooler"]}
+    model = build(encoder_dir, 4, adapters=settings)  # every copy redrawn: the tasks' poolers differ
+    model.save_pretrained(tmp_path / "m")
+    base = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert "pooler.dense.weight" in base and not [k for k in base if "original_module" in k or "modules_to_save" in k]
+    for spec in SPECS:
+        own = load_file(str(tmp_path / "m" / A.ADAPTERS_DIR / spec.name / "adapter_model.safetensors"))
+        assert any("pooler" in k for k in own), spec.name
+    costs = parameter_costs(model, tmp_path / "m", "adapters")
+    own_pooler = {A.adapter_task(k) for k, _ in model.named_parameters() if ".modules_to_save." in k}
+    assert own_pooler == {s.name for s in SPECS}  # counted in each task's trainable parameters
+    plain = parameter_costs(build(encoder_dir, 4, adapters=SETTINGS), tmp_path / "m", "adapters")
+    assert all(costs["tasks"][t]["trainable_params"] > plain["tasks"][t]["trainable_params"] for t in costs["tasks"])
+    again = MultiTaskModel.from_pretrained(tmp_path / "m")
+    spec = next(s for s in SPECS if s.type == "sequence_classification")
+    features = encode(model.tokenizer, spec, ["a warm film", "dull and long"])
+    for x, y in zip(model.logits(spec.name, features), again.logits(spec.name, features)):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)

@@ -38,7 +38,7 @@ def adapter_settings(ft: FinetuneParams) -> dict | None:
     if ft.mode != "adapters":
         return None
     a = ft.adapters
-    return settings_dict(a.rank, a.alpha, a.dropout, a.target_modules)
+    return settings_dict(a.rank, a.alpha, a.dropout, a.target_modules, a.modules_to_save)
 
 
 def param_groups(model, ft: FinetuneParams) -> list[dict]:

@@ -32,13 +32,16 @@ HEAD_NAME = "head.safetensors"
 # LoRA (Hu et al. 2021) on every attention projection's query and value and on every `dense` layer
 # of a BERT encoder (attention output, feed-forward in and out, pooler): ~1.1% of BERT-base's weights
 # per task at rank 8. alpha/rank scales the update (LoRA's convention).
-DEFAULTS = {"rank": 8, "alpha": 16.0, "dropout": 0.1, "target_modules": ["query", "value", "dense"]}
+# modules_to_save: encoder modules each task gets its own trainable copy of (peft), e.g. ["pooler"]
+DEFAULTS = {"rank": 8, "alpha": 16.0, "dropout": 0.1, "target_modules": ["query", "value", "dense"],
+            "modules_to_save": []}
 
 
-def settings_dict(rank: int, alpha: float, dropout: float, target_modules: Sequence[str]) -> dict:
+def settings_dict(rank: int, alpha: float, dropout: float, target_modules: Sequence[str],
+                  modules_to_save: Sequence[str] = ()) -> dict:
     """The adapter settings a model records in multitask_config.json (keys of DEFAULTS)."""
     return {"rank": int(rank), "alpha": float(alpha), "dropout": float(dropout),
-            "target_modules": list(target_modules)}
+            "target_modules": list(target_modules), "modules_to_save": list(modules_to_save)}
 
 
 def lora_config(settings: dict):
@@ -46,7 +49,8 @@ def lora_config(settings: dict):
 
     s = {**DEFAULTS, **settings}
     return LoraConfig(r=s["rank"], lora_alpha=s["alpha"], lora_dropout=s["dropout"],
-                      target_modules=list(s["target_modules"]), bias="none")
+                      target_modules=list(s["target_modules"]), modules_to_save=list(s["modules_to_save"]) or None,
+                      bias="none")
 
 
 def is_wrapped(encoder) -> bool:
@@ -72,24 +76,26 @@ def wrap_encoder(encoder, tasks: Sequence[str], settings: dict):
 
 
 def is_adapter_param(name: str) -> bool:
-    """A LoRA parameter's name (in the encoder or the whole MultiTaskModel)."""
-    return ".lora_" in name
+    """A task's own parameter (LoRA, or its copy of a module_to_save) in the encoder or the model."""
+    return ".lora_" in name or ".modules_to_save." in name
 
 
 def adapter_task(name: str) -> str | None:
-    """The task (adapter name) a LoRA parameter belongs to: '...lora_A.<task>.weight'."""
+    """The task (adapter name) such a parameter belongs to: '...lora_A.<task>.weight',
+    '...pooler.modules_to_save.<task>.dense.weight'."""
     parts = name.split(".")
     for i, p in enumerate(parts[:-1]):
-        if p.startswith("lora_"):
+        if p.startswith("lora_") or p == "modules_to_save":
             return parts[i + 1]
     return None
 
 
 def base_state_dict(encoder) -> dict:
-    """The base encoder's weights under their plain BertModel names (LoRA tensors left out,
-    peft's '.base_layer.' taken out of the wrapped layers' names)."""
+    """The base encoder's weights under their plain BertModel names (each task's tensors left out,
+    peft's '.base_layer.' and '.original_module.' taken out of the wrapped modules' names)."""
     state = encoder.get_base_model().state_dict()
-    return {k.replace(".base_layer.", "."): v for k, v in state.items() if not is_adapter_param("." + k)}
+    return {k.replace(".base_layer.", ".").replace(".original_module.", "."): v
+            for k, v in state.items() if not is_adapter_param("." + k)}
 
 
 def save(model, out_dir: Path, heads: dict) -> dict:
