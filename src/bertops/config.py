@@ -167,9 +167,9 @@ class AdapterParams(_Section):
     # names (suffixes) of the encoder's Linear layers that get a LoRA update; "dense" is every
     # attention output, feed-forward and pooler layer of a BERT
     target_modules: list[str] = Field(default_factory=lambda: ["query", "value", "dense"], min_length=1)
-    # encoder modules each task trains a whole copy of (peft modules_to_save), e.g. [pooler]: the
-    # classification heads read the encoder's pooler, otherwise frozen but for its LoRA update
-    modules_to_save: list[str] = Field(default_factory=list)
+    # encoder modules each task trains a whole copy of (peft modules_to_save): the classification
+    # heads read the encoder's pooler, otherwise frozen but for its LoRA update ([] : none)
+    modules_to_save: list[str] = Field(default_factory=lambda: ["pooler"])
     learning_rate: float = Field(5e-3, gt=0)  # the adapters' (heads: finetune.head_learning_rate)
 
 
