@@ -96,6 +96,7 @@ if [[ " $PARTS " == *" 5 "* ]] && [ -d data/tasks ]; then
          -S pretraining_data.stats_path="$w/tokenize/stats.json" -S pretraining_data.task_texts_path="$w/tokenize/task_texts.jsonl"
          -S pretrain.data_dir="$w/pretraining_data" -S pretrain.tokenizer_dir="$w/tokenizer" -S pretrain.out_dir="$w/pretrain"
          -S finetune.init_dir="$w/pretrain/model" -S finetune.out_dir="$w/finetune"
+         -S distill.teacher_dir="$w/finetune/model" -S distill.out_dir="$w/distill"
          -S evaluate.model_dir="$w/finetune/model" -S evaluate.pretrain_dir="$w/pretrain/model" -S evaluate.out_dir="$w/evaluate")
   # the recipe: a bigger model for ~10 min on one H100/H200, several epochs of the small corpus (each
   # epoch re-masked; dupe_factor 5 gives more NSP pairings), best held-out MLM loss kept (overfitting)
@@ -108,7 +109,7 @@ if [[ " $PARTS " == *" 5 "* ]] && [ -d data/tasks ]; then
           -S finetune.max_train_examples_per_task=4000 -S finetune.learning_rate=1e-4
           -S evaluate.lr_grid="[3e-5,1e-4,3e-4,1e-3]" -S evaluate.baselines="[majority,random_init,tfidf,minilm]")
   cp params.yaml "$w/params.yaml"  # headline numbers go to $w/metrics/, not the project's metrics/
-  for stage in tokenize pretrain finetune evaluate; do
+  for stage in tokenize pretrain finetune distill evaluate; do  # evaluate scores the student too
     BERTOPS_TRACKING=off $PY -m bertops.stages $stage --params "$w/params.yaml" "${paths[@]}" "${recipe[@]}" 2>&1 \
       | tee "$OUT/recipe_$stage.log" | tail -n 40
   done
