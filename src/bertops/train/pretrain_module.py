@@ -102,8 +102,16 @@ class BertPretrainingModule(L.LightningModule):
             self.log("train/mlm_dropped", out.mlm_dropped.float(), batch_size=n)
         return out.loss
 
+    def _deadline_reached(self) -> bool:
+        """One decision for every rank: each rank has its own clock, and ranks that left the loop at
+        different steps would hang the next all-reduce. Any rank past the deadline stops them all."""
+        if self.hparams.max_time is None:
+            return False
+        return self.trainer.strategy.reduce_boolean_decision(
+            over_budget(self.training_clock, self.hparams.max_time), all=False)
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        if over_budget(self.training_clock, self.hparams.max_time):
+        if self._deadline_reached():
             # a run resumed at (or past) its deadline: train nothing, stop
             self.trainer.should_stop = True
             return -1
@@ -133,7 +141,7 @@ class BertPretrainingModule(L.LightningModule):
         w["batches"] += 1
         w["predicted"] += self._predicted
         self._predicted = 0
-        if over_budget(self.training_clock, self.hparams.max_time):
+        if self._deadline_reached():
             self.trainer.should_stop = True  # the deadline: this step was the last
         step = self.trainer.global_step
         if step == self._last_logged_step or step % self.hparams.log_every_n_steps:
