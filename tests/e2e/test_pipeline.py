@@ -25,7 +25,8 @@ from tests.helpers import copy_repo_files, free_port, git_commit_all, project_en
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-HEADLINE_FILES = [f"metrics/{stage}.json" for stage in ("validate", "tokenize", "pretrain", "finetune", "distill", "evaluate")]
+HEADLINE_FILES = [f"metrics/{stage}.json"
+                  for stage in ("validate", "tokenize", "pretrain", "finetune", "distill", "evaluate")]
 TASKS = ["sentiment", "topic", "wic", "code-entities", "define-qa"]
 TINY = {
     "data.corpus_sources": ["speeches", "rotten-tomatoes-plots"],  # tokenize a fifth of the corpus
