@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -31,7 +32,11 @@ def test_a_service_that_never_answers_times_out_with_its_log(tmp_path):
 
 
 def test_stop_group_ends_the_whole_group_and_pid_files_name_one_process(tmp_path):
-    proc = spawn(["bash", "-c", "trap '' TERM; sleep 60 & wait"], tmp_path / "x.log", {})  # ignores SIGTERM
+    log = tmp_path / "x.log"
+    proc = spawn(["bash", "-c", "trap '' TERM; sleep 60 & echo ready; wait"], log, {})  # ignores SIGTERM
+    deadline = time.monotonic() + 10  # a SIGTERM before bash set its trap would end it: wait until it has
+    while "ready" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     write_pid(tmp_path / "x.pid", proc.pid)
     assert running_pid(tmp_path / "x.pid") == proc.pid
     assert stop_group(proc.pid, grace_seconds=0.5) is True  # SIGKILLed
