@@ -228,6 +228,42 @@ def test_dvc_remote_helper_pushes_to_the_bucket(stack, tmp_path):  # noqa: F811
     assert any(k.startswith("store/files/md5/") for k in keys), keys
 
 
+STORE_CLIENT = textwrap.dedent("""
+    import os, sys, torch
+    from pathlib import Path
+    from bertops.errors import BertopsError
+    from bertops.train.checkpointing import AtomicCheckpointIO, fetch_stored_checkpoint
+    store = os.environ["BERTOPS_CHECKPOINT_STORE"] + "/pretrain/fp-test"
+    ckpt = {"global_step": 7, "state_dict": {"w": torch.ones(3)}, "bertops": {"fingerprint": "fp-test"}}
+    if sys.argv[1] == "save":
+        AtomicCheckpointIO(store=store).save_checkpoint(ckpt, Path("a/last.ckpt"))
+    try:
+        print("fetched", fetch_stored_checkpoint(Path("b"), store, "fp-test"))
+    except BertopsError as e:
+        print("refused", e)
+""")
+
+
+def test_checkpoint_store_round_trip_through_s3_with_the_stack_env_only(stack, tmp_path):  # noqa: F811
+    """What a worker does with $BERTOPS_CHECKPOINT_STORE: stack.env's keys and AWS_ENDPOINT_URL_S3 are
+    all s3fs needs to copy a checkpoint into the bucket and fetch it into another folder; a wrong key
+    stops the fetch with a message naming the store."""
+    env = {k: v for k, v in stack.client_env(HOME=str(tmp_path)).items()
+           if not k.startswith(("MLFLOW_S3", "BERTOPS_S3"))}
+    out = subprocess.run([sys.executable, "-c", STORE_CLIENT, "save"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1:] == ["fetched 7"], out.stdout + out.stderr[-3000:]
+    assert (tmp_path / "b" / "last.ckpt").exists()
+    keys = [o["Key"] for o in stack.stack.objectstore.client().list_objects_v2(
+        Bucket="checkpoints", Prefix="bertops/").get("Contents", [])]
+    assert keys == ["bertops/pretrain/fp-test/last.ckpt"], keys
+    env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
+    out = subprocess.run([sys.executable, "-c", STORE_CLIENT, "fetch"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert "refused checkpoint store s3://checkpoints/bertops/pretrain/fp-test: cannot read it" in out.stdout, \
+        out.stdout + out.stderr[-3000:]
+
+
 def test_down_leaves_no_process_running_and_up_again_keeps_the_data(stack, tmp_path, monkeypatch):  # noqa: F811
     import mlflow
     import psutil

@@ -13,7 +13,8 @@ run-time override is what the worker trained with (its MLflow params, children o
 parent run), a second run (the nightly deployment served by flows/serve.py, triggered) sends
 nothing to the worker and runs nothing, and a stage that fails on the worker fails the pipeline
 with nothing registered (while a second run in the same workspace refuses, naming the first), and
-a worker killed mid-pretraining fails the run, whose rerun resumes from the worker's checkpoint.
+a worker killed mid-pretraining fails the run, whose rerun on a second worker (a fresh clone)
+resumes from the checkpoint the first one left in the object store.
 """
 
 from __future__ import annotations
@@ -59,6 +60,23 @@ def _stop(proc: subprocess.Popen, grace: float = 20) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+def start_worker(base: Path, env: dict, orch: Path, clone: Path, deploy: bool = False) -> subprocess.Popen:
+    """A worker in its own `git clone` of the orchestrator's project at `clone` (no data, no
+    artifacts, no checkpoints), with the stack's DVC remote: `prefect worker start --pool gpu` there
+    (log: base/logs/<clone's name>.log). `deploy`: first `prefect deploy` the gpu deployment from it."""
+    from bertops.stack import configure_dvc_remote
+
+    _run(["git", "clone", "-q", str(orch), str(clone)], base, env)
+    assert not (clone / "data").exists() and not (clone / "artifacts").exists()
+    configure_dvc_remote(clone, env)  # env holds stack.env's keys
+    worker_env = {**env, "BERTOPS_PROJECT_DIR": str(clone), "BERTOPS_REPO_URL": str(orch)}
+    if deploy:
+        _run([venv_bin("prefect"), "--no-prompt", "deploy", "--name", "gpu"], clone, worker_env)
+    return subprocess.Popen([venv_bin("prefect"), "worker", "start", "--pool", "gpu"], cwd=clone,
+                            env=worker_env, stdout=open(base / "logs" / f"{clone.name}.log", "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 class Route:
@@ -128,26 +146,17 @@ def route(tmp_path_factory, real_data_dir, stack):  # noqa: F811 (the fixture)
         _run([venv_bin("dvc"), "commit", "--force", "data.dvc"], orch, env)  # data/ into the DVC cache
         if _run(["git", "status", "--porcelain", "data.dvc"], orch, env).stdout.strip():
             _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "data"], orch, env)
-        # the worker's own clone: no data, no artifacts
-        _run(["git", "clone", "-q", str(orch), str(worker)], base, env)
-        assert not (worker / "data").exists()
         from bertops.stack import configure_dvc_remote
 
-        for project in (orch, worker):  # the stack's S3 bucket, keys in .dvc/config.local
-            configure_dvc_remote(project, stack.env)
-
-        worker_env = {**env, "BERTOPS_PROJECT_DIR": str(worker), "BERTOPS_REPO_URL": str(orch)}
-        _run([venv_bin("prefect"), "--no-prompt", "deploy", "--name", "gpu"], worker, worker_env)
-        worker_proc = subprocess.Popen([venv_bin("prefect"), "worker", "start", "--pool", "gpu"], cwd=worker,
-                                       env=worker_env, stdout=open(logs / "worker.log", "w"),
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+        configure_dvc_remote(orch, stack.env)  # the stack's S3 bucket, keys in .dvc/config.local
+        worker_proc = start_worker(base, env, orch, worker, deploy=True)
         procs.append(worker_proc)
         # the nightly deployment, served from the orchestrator's project, training on the pool
         procs.append(subprocess.Popen([sys.executable, "-m", "flows.serve", "--gpu-deployment", DEPLOYMENT],
                                       cwd=orch, env=env, stdout=open(logs / "serve.log", "w"),
                                       stderr=subprocess.STDOUT, start_new_session=True))
         r = Route(base, env, orch, worker)
-        r.worker_proc = worker_proc
+        r.worker_proc, r.procs = worker_proc, procs
         t0 = time.monotonic()
         r.first = r.pipeline(OVERRIDE)
         r.first_seconds = time.monotonic() - t0
@@ -260,11 +269,15 @@ def test_a_stage_failing_on_the_worker_fails_the_pipeline_and_a_second_run_meanw
     assert not holder.read_text().strip()  # released
 
 
-def test_a_worker_killed_mid_stage_fails_the_run_and_the_rerun_resumes_from_its_checkpoint(route):
+def test_a_worker_killed_mid_stage_fails_the_run_and_the_rerun_on_another_worker_resumes_from_the_store(route):
     """SIGKILL the worker's flow-run process during pretraining: the stage notices (bertops.lifeline),
-    saves last.ckpt and exits; the flow run is Crashed, so the pipeline fails. The rerun sends the
-    stage to the worker again, whose clone kept artifacts/pretrain/checkpoints (not a DVC output):
-    it resumes from that step and the pipeline completes."""
+    saves last.ckpt, which also goes to the object store ($BERTOPS_CHECKPOINT_STORE from stack.env:
+    s3://checkpoints/bertops/pretrain/<fingerprint>/), and exits; the flow run is Crashed, so the
+    pipeline fails. That worker is then stopped and a second worker starts in a fresh clone (no
+    checkpoint of its own): the rerun goes to it and resumes from the stored checkpoint's step."""
+    import io
+
+    import boto3
     import psutil
     import torch
 
@@ -289,10 +302,27 @@ def test_a_worker_killed_mid_stage_fails_the_run_and_the_rerun_resumes_from_its_
     assert f"stage 'pretrain' on {DEPLOYMENT}" in logged and "ended Crashed" in logged, logged[-4000:]
     saved = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert 0 < saved < 120
+    s3 = boto3.client("s3", endpoint_url=route.env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                      aws_access_key_id=route.env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=route.env["AWS_SECRET_ACCESS_KEY"])
+    bucket, _, prefix = route.env["BERTOPS_CHECKPOINT_STORE"].removeprefix("s3://").partition("/")
+    steps = {o["Key"]: torch.load(io.BytesIO(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()),
+                                  weights_only=False)["global_step"]
+             for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/pretrain/")["Contents"]}
+    assert saved in steps.values(), steps  # keyed by fingerprint: one directory per settings and data
 
+    # the killed worker's machine is gone; another worker, in its own fresh clone, takes the rerun
+    _stop(route.worker_proc)
+    second = route.base / "worker-2"
+    route.worker_proc = start_worker(route.base, route.env, route.orch, second)
+    route.procs.append(route.worker_proc)
+    route.worker = second
     route.pipeline(overrides)
     metrics = json.loads((route.orch / "artifacts/pretrain/metrics.json").read_text())  # restored from the run cache
     assert metrics["global_step"] == 120 and metrics["resumed_from_step"] == saved, metrics
+    assert torch.load(second / "artifacts/pretrain/checkpoints/last.ckpt", map_location="cpu",
+                      weights_only=False)["global_step"] == 120  # trained in the second clone
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == saved  # not in the first
     result = json.loads((route.orch / "artifacts/register/result.json").read_text())
     assert int(result["version"]) >= 2  # registered again (champion or challenger: the gate decides)
     assert _run([venv_bin("dvc"), "status"], route.orch, route.env).stdout.strip().endswith("up to date.")

@@ -33,6 +33,7 @@ DEFAULT_PORTS = {"postgres": 15432, "mlflow": 5050, "prefect": 4200, "s3": 8333,
                  "filer": 8888, "filer_grpc": 18888}
 MLFLOW_ARTIFACTS = f"s3://{BUCKETS[0]}/artifacts"
 DVC_REMOTE_URL = f"s3://{BUCKETS[1]}/store"
+CHECKPOINT_STORE_URL = f"s3://{BUCKETS[2]}/bertops"
 SERVICES = ("postgres", "objectstore", "mlflow", "prefect")
 
 
@@ -124,6 +125,9 @@ class Stack:
             "AWS_ACCESS_KEY_ID": s["s3_access_key"],
             "AWS_SECRET_ACCESS_KEY": s["s3_secret_key"],
             "AWS_DEFAULT_REGION": "us-east-1",
+            # the checkpoint store (bertops.stages.pretrain): s3fs/boto3/the AWS CLI read this endpoint
+            "AWS_ENDPOINT_URL_S3": self.objectstore.endpoint,
+            "BERTOPS_CHECKPOINT_STORE": CHECKPOINT_STORE_URL,
         }
 
     def _write_env(self) -> None:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from bertops.stack.proc import StackError, running_pid, spawn, stop_group, wait_until, write_pid
 
-BUCKETS = ("mlflow", "dvc")  # MLflow artifacts (s3://mlflow/artifacts), the DVC remote (s3://dvc/store)
+# MLflow artifacts (s3://mlflow/artifacts), the DVC remote (s3://dvc/store), training checkpoints
+# (s3://checkpoints/bertops: $BERTOPS_CHECKPOINT_STORE, a killed run resumes from them on another worker)
+BUCKETS = ("mlflow", "dvc", "checkpoints")
 # gRPC ports follow each HTTP port + 10000 unless given; here they are named explicitly
 WEED_PORTS = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
 

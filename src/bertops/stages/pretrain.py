@@ -4,7 +4,9 @@ Inputs: `pretrain.data_dir` (DatasetDict train/validation), `pretrain.tokenizer_
 Outputs under `pretrain.out_dir`: model/ (a standard BertForPreTraining + tokenizer files: loads
 with `BertForPreTraining.from_pretrained` and `pipeline("fill-mask", ...)` without bertops),
 metrics.json (held-out MLM/NSP accuracy next to trivial baselines), checkpoints/last.ckpt (a killed
-run resumes from it), logs/metrics.csv and plots/pretrain_curves.png.
+run resumes from it), logs/metrics.csv and plots/pretrain_curves.png. With $BERTOPS_CHECKPOINT_STORE
+(e.g. s3://checkpoints/bertops, the stack's stack.env sets it) the checkpoints are also copied there,
+and a rerun on another machine resumes from them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from bertops.config import Params
 from bertops.env import is_global_zero
 
 log = logging.getLogger(__name__)
+# a directory URL (s3://bucket/prefix) where checkpoints are copied and resumed from on any machine
+CHECKPOINT_STORE_ENV = "BERTOPS_CHECKPOINT_STORE"
 
 
 def main(params: Params) -> dict:
@@ -35,8 +39,10 @@ def main(params: Params) -> dict:
             import mlflow
 
             mlflow.set_tag("bertops.flop_convention", FLOP_CONVENTION)
+        # an operational setting like the tracking URI, not a parameter: DVC's stage hash ignores it
         result = fit_pretraining(params, p.data_dir, p.tokenizer_dir, out_dir,
-                                 loggers=tracking.lightning_loggers(out_dir))
+                                 loggers=tracking.lightning_loggers(out_dir),
+                                 checkpoint_store=os.environ.get(CHECKPOINT_STORE_ENV) or None)
         if is_global_zero():
             tracking.log_metrics({f"heldout.{k}": v for k, v in result["metrics"].items() if v is not None})
             plot = plot_curves(out_dir / "logs" / "metrics.csv", out_dir / "plots" / "pretrain_curves.png")

@@ -5,8 +5,11 @@
   orchestrator's death, see bertops.lifeline) saves last.ckpt at the step reached and the process
   exits with status 143;
 - `fingerprint` / `find_resume_checkpoint`: a checkpoint is resumed only by a run with the same
-  settings and data; `resume_state` / `restore_rng_state`: what the module saves in the checkpoint
-  so that the first resumed step draws the random numbers the uninterrupted run drew;
+  settings and data; `fetch_stored_checkpoint`: with a checkpoint store (any fsspec URL, e.g. an S3
+  bucket; AtomicCheckpointIO(store=...) copies every checkpoint there), a run on another machine
+  resumes from the furthest checkpoint of the same fingerprint; `resume_state` / `restore_rng_state`:
+  what the module saves in the checkpoint so that the first resumed step draws the random numbers
+  the uninterrupted run drew;
 - `CsvLogInCheckpoint` / `restore_csv_log`: the Lightning CSV log travels inside the checkpoint, so
   a resumed run (even one resuming at the end, with nothing left to train) writes the whole curve
   although the log file itself is gone: `dvc repro` deletes a stage's outputs before running it.
@@ -47,7 +50,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     so a write cut short (SIGKILL after SIGTERM's grace period, a full disk) never replaces a good
     last.ckpt. Lightning's save is atomic only when $TMPDIR is on the checkpoint's filesystem: it
     writes a temporary file there and moves it, which across filesystems is a copy onto the target.
+
+    With `store` (a directory URL fsspec opens: s3://bucket/prefix, or a plain path), each checkpoint
+    saved is then copied there under its file name (`store_checkpoint`), so a run on another machine
+    can resume from it (`fetch_stored_checkpoint`). Lightning calls this on global rank 0 only.
     """
+
+    def __init__(self, store: str | None = None):
+        super().__init__()
+        self.store = store.rstrip("/") if store else None
 
     def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
         if storage_options is not None:
@@ -63,6 +74,90 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, path)  # atomic within a filesystem
         finally:
             tmp.unlink(missing_ok=True)
+        if self.store:
+            store_checkpoint(path, self.store)
+
+
+# ---- a checkpoint store shared by machines (S3 or any fsspec filesystem) -----------------------
+
+def _store_fs(url: str):
+    """(filesystem, path) for a store URL. fsspec (and s3fs for s3://) is imported here only: a plain
+    local run never needs it. S3 settings come from the usual environment (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3 for a non-AWS endpoint such as the stack's SeaweedFS)."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(url)
+
+
+def store_checkpoint(path: Path, store: str) -> bool:
+    """Copy the checkpoint file `path` to `store`/<its name>. An object store makes the new object
+    visible only once complete; a local store gets a temporary name and a rename. A failed copy is a
+    warning, not an error: training goes on with its local checkpoints (a transient outage must not
+    stop a long run), but a run elsewhere would resume from an older one."""
+    target = f"{store}/{path.name}"
+    try:
+        fs, remote = _store_fs(target)
+        if "file" in fs.protocol or "local" in fs.protocol:
+            fs.makedirs(fs._parent(remote), exist_ok=True)
+            fs.put_file(str(path), f"{remote}.tmp")
+            fs.mv(f"{remote}.tmp", remote)
+        else:
+            fs.put_file(str(path), remote)
+    except Exception as e:  # noqa: BLE001  (any filesystem's error: the run keeps its local checkpoint)
+        rank_zero_warn(f"checkpoint store: could not copy {path} to {target} ({type(e).__name__}: {e}); "
+                       f"a run on another machine would resume from an older checkpoint")
+        return False
+    log.info("checkpoint store: %s -> %s", path, target)
+    return True
+
+
+def _checkpoint_step(path: Path, fingerprint: str) -> int | None:
+    """The global step of checkpoint `path` if it carries `fingerprint`, else None."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        if saved.get(STATE_KEY, {}).get("fingerprint") == fingerprint:
+            return int(saved["global_step"])
+    except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError):
+        pass
+    return None
+
+
+def fetch_stored_checkpoint(ckpt_dir: Path, store: str, fingerprint: str) -> int | None:
+    """Before a run: when `store` holds a last.ckpt of this `fingerprint` further along than
+    ckpt_dir/last.ckpt (missing: a fresh clone, another machine), copy it there (with best.ckpt if
+    the store has one) and return its step; else None, and ckpt_dir stays as it was.
+    `store` should be keyed by the fingerprint (fit_pretraining: <url>/pretrain/<fingerprint>), so
+    another run's checkpoints are never downloaded. An unreachable or refused store is an error
+    (BertopsError naming it): training from scratch by mistake can cost days."""
+    from bertops.errors import BertopsError
+
+    tag = f"{os.getpid()}.{os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0'))}"  # ranks fetch alone
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_dir / f".last.ckpt.store-{tag}.tmp"
+    try:
+        fs, remote = _store_fs(f"{store}/last.ckpt")
+        if not fs.exists(remote):
+            return None
+        fs.get_file(remote, str(tmp))
+        step = _checkpoint_step(tmp, fingerprint)
+        local = _checkpoint_step(ckpt_dir / "last.ckpt", fingerprint) if (ckpt_dir / "last.ckpt").exists() else None
+        if step is None or (local is not None and local >= step):
+            return None
+        best = remote.rsplit("/", 1)[0] + "/best.ckpt"
+        if fs.exists(best):
+            best_tmp = ckpt_dir / f".best.ckpt.store-{tag}.tmp"
+            fs.get_file(best, str(best_tmp))
+            os.replace(best_tmp, ckpt_dir / "best.ckpt")
+        os.replace(tmp, ckpt_dir / "last.ckpt")
+    except BertopsError:
+        raise
+    except Exception as e:  # noqa: BLE001  (any filesystem's error, named for the user)
+        raise BertopsError(f"checkpoint store {store}: cannot read it ({type(e).__name__}: {e}); fix the URL or "
+                           f"credentials, or unset it to train without a shared checkpoint store") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    rank_zero_info(f"checkpoint store: fetched {store}/last.ckpt at step {step} into {ckpt_dir}")
+    return step
 
 
 class CheckpointOnSigterm(L.Callback):

@@ -41,6 +41,7 @@ from bertops.train.checkpointing import (
     AtomicCheckpointIO,
     CheckpointOnSigterm,
     CsvLogInCheckpoint,
+    fetch_stored_checkpoint,
     find_resume_checkpoint,
     fingerprint,
     logged_rows_before,
@@ -77,12 +78,16 @@ def _fingerprint(params: Params, dataset: Any, tokenizer: Any) -> str:
 
 
 def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | Path,
-                    out_dir: str | Path, loggers: list | None = None, callbacks: list | None = None
-                    ) -> dict:
+                    out_dir: str | Path, loggers: list | None = None, callbacks: list | None = None,
+                    checkpoint_store: str | None = None) -> dict:
     """Pretrain (or resume), evaluate on the validation split, save the model; returns metrics.
 
     Writes out_dir/checkpoints/last.ckpt (every `checkpoint_every_n_steps`, on SIGTERM, at the end),
     out_dir/model (BertForPreTraining.save_pretrained + tokenizer files) and out_dir/metrics.json.
+    With `checkpoint_store` (a directory URL: s3://bucket/prefix or a plain path), every checkpoint
+    is also copied to <checkpoint_store>/pretrain/<fingerprint>/, and a run whose own folder has no
+    checkpoint as far along (another machine, a fresh clone) first fetches it from there: the store
+    is keyed by what the run computes, so only a run with the same settings and data resumes it.
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -114,6 +119,9 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
 
     fingerprint = _fingerprint(params, dataset, tokenizer)
     ckpt_dir = out_dir / "checkpoints"
+    store = f"{checkpoint_store.rstrip('/')}/pretrain/{fingerprint}" if checkpoint_store else None
+    if store and p.resume:
+        fetch_stored_checkpoint(ckpt_dir, store, fingerprint)
     resume, started_step, saved_log = find_resume_checkpoint(ckpt_dir, fingerprint) if p.resume else (None, 0, [])
 
     L.seed_everything(params.seed, workers=True, verbose=False)
@@ -153,7 +161,7 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
         limit_val_batches=p.limit_val_batches if eval_every else 0, num_sanity_val_steps=0,
         callbacks=[periodic, *([best] if best else []), CheckpointOnSigterm(ckpt_dir / "last.ckpt"), *keep_log,
                    *(callbacks or [])],
-        plugins=[AtomicCheckpointIO()], logger=loggers, default_root_dir=str(out_dir))
+        plugins=[AtomicCheckpointIO(store=store)], logger=loggers, default_root_dir=str(out_dir))
 
     # the MLM baseline is also logged by in-training validation, next to the model's accuracy
     module.most_frequent_token_id, _ = most_frequent(dataset["train"], "input_ids",
