@@ -1,12 +1,16 @@
 """Full fine-tuning vs adapters (LoRA per task) vs frozen features on one encoder: test score,
-trainable parameters (% of the encoder) and bytes stored per task (bertops.evaluate.modes).
+trainable parameters (% of the encoder), bytes stored per task and batch-1 CPU latency
+(bertops.evaluate.modes; the evaluate stage's rows without the rest of the stage).
 
 Every variant runs with the project's `finetune:` section (params.yaml, plus -S overrides), the
 same encoder, seed and tasks; the test split is scored once per variant, nothing is chosen on it.
+--full-lrs / --adapters-lrs: a rate grid for that row, the best on validation kept (as
+evaluate.lr_grid / evaluate.adapters_lr_grid); --latency N: N timed batch-1 requests per row.
 Prints the Markdown table and writes it with the rows as JSON to --out.
 
     .venv/bin/python bench/finetune_modes.py [--init-dir minilm] [--variants finetune adapters
         feature_extraction:last] [--seed 1] [--threads 2] [--max-test N]
+        [--full-lrs 1e-4 3e-4] [--adapters-lrs 1e-3 3e-3] [--latency 50]
         [-S finetune.max_train_examples_per_task=300 ...]
 """
 
@@ -28,6 +32,9 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--max-test", type=int, default=None, help="score a fixed sample of N per task (as evaluate)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--full-lrs", type=float, nargs="+", default=[], help="full fine-tuning's rate grid")
+    ap.add_argument("--adapters-lrs", type=float, nargs="+", default=[], help="the adapters' rate grid")
+    ap.add_argument("--latency", type=int, default=0, help="timed batch-1 requests per row (0: none)")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("-S", dest="overrides", action="append", default=[], help="KEY=VALUE (params.yaml keys)")
     ap.add_argument("--out", default="bench/out/finetune_modes")
@@ -69,16 +76,24 @@ def main(argv=None) -> int:
             run[t] = task_metrics(spec.type, pred, gold, spec.labels)
         return run
 
+    from bertops.evaluate import latency
+
     t0 = time.perf_counter()
-    result = modes.run(params, params.finetune, args.variants, init_dir, out / "runs", args.seed, tasks, score,
-                       {t: s.type for t, s in specs.items()}, {t: s.metric for t, s in specs.items()})
+    grids = {"finetune": args.full_lrs, "adapters": args.adapters_lrs}
+    fitted = modes.fit_all(params, params.finetune, args.variants, init_dir, out / "runs", args.seed, tasks,
+                           grids=grids)  # every fit before the test split is read
+    timer, timing = latency.probe(specs, scored, args.split, args.latency, args.threads or 1)
+    result = modes.score_all(fitted, score, {t: s.type for t, s in specs.items()},
+                             {t: s.metric for t, s in specs.items()}, timer)
+    result["markdown"] = "\n".join(modes.report_lines(result, args.seed, timing)[1:])
     md = (f"Encoder {args.init_dir}, seed {args.seed}, split {args.split} (at most {args.max_test} per task), "
           f"overrides {overrides or 'none'}; "
           f"{time.perf_counter() - t0:.0f} s\n\n" + result["markdown"])
     print(md)
     (out / "table.md").write_text(md)
     (out / "rows.json").write_text(json.dumps({"overrides": overrides, "init_dir": args.init_dir, "seed": args.seed,
-                                               "rows": result["rows"]}, indent=2) + "\n")
+                                               "rows": result["rows"], "margin": result["margin"],
+                                               "latency": timing}, indent=2) + "\n")
     return 0
 
 

