@@ -52,7 +52,8 @@ def _missing() -> str | None:
     return None
 
 
-def start_stack(prefix: str = "bertops-stack-") -> RunningStack:
+def start_stack(prefix: str = "bertops-stack-", **config) -> RunningStack:
+    """A stack on free ports in a fresh state directory; `config`: more StackConfig fields (bind, advertise)."""
     from bertops.stack import Stack, StackConfig, free_ports, load_env
 
     reason = _missing()
@@ -62,7 +63,7 @@ def start_stack(prefix: str = "bertops-stack-") -> RunningStack:
         pytest.skip(reason)
     state_dir = Path(tempfile.mkdtemp(prefix=prefix))
     state_dir.chmod(0o711)  # under root, PostgreSQL runs as `postgres` and must pass through
-    stack = Stack(state_dir / "stack", StackConfig(ports=free_ports(), mlflow_workers=2, timeout=180))
+    stack = Stack(state_dir / "stack", StackConfig(ports=free_ports(), mlflow_workers=2, timeout=180, **config))
     try:
         timings = stack.up(log=lambda msg: print(f"[stack] {msg}"))
     except BaseException:

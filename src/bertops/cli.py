@@ -6,6 +6,7 @@ so `bertops --help` stays instant.
     bertops predict MODEL_DIR TASK ... print predictions of a fine-tuned model
     bertops run                        run the whole pipeline as a Prefect flow
     bertops serve [--model-uri URI]    serve the registered champion over HTTP (MLflow scoring server)
+    bertops champion-diff              this workspace's model vs the registry's champion (gate metric, lineage)
 """
 
 from __future__ import annotations
@@ -78,6 +79,13 @@ def _project_params(root: Path, given: str | None) -> Path:
             f"bertops run: --params {given}: the pipeline runs through DVC, which reads {params} only; "
             f"edit that file, or override keys with -S KEY=VALUE (e.g. -S pretrain.max_steps=50)")
     return params
+
+
+def _cmd_champion_diff(args) -> int:
+    from bertops.tracking import champion
+
+    return champion.main(_load(args), Path(args.params).resolve().parent, markdown=args.markdown,
+                         json_out=args.json)
 
 
 def _cmd_run(args) -> int:
@@ -158,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=5001)
     sv.set_defaults(func=_cmd_serve)
+
+    cd = sub.add_parser("champion-diff", help="compare this workspace's model with models:/NAME@champion on "
+                                              "the tracking server (exit non-zero only on an error)")
+    common(cd)
+    cd.add_argument("--markdown", metavar="FILE", help="also append the table to FILE (e.g. $GITHUB_STEP_SUMMARY)")
+    cd.add_argument("--json", metavar="FILE", help="also write the comparison as JSON to FILE")
+    cd.set_defaults(func=_cmd_champion_diff)
 
     r = sub.add_parser("run", help="run the whole pipeline as a Prefect flow, in the project at or above "
                                    "the working directory")

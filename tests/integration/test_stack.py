@@ -2,7 +2,8 @@
 
 PostgreSQL, SeaweedFS (S3), the MLflow server (basic auth, proxied artifacts) and the Prefect
 server (auth string, `gpu` pool): health, refusals, eight concurrent MLflow clients with no S3 keys,
-a registered model loaded by alias from another directory, the DVC remote, and `down`.
+a registered model loaded by alias from another directory, `bertops champion-diff` on the server,
+the DVC remote, a checkpoint's round trip through the checkpoint store (S3), and `down`.
 """
 
 from __future__ import annotations
@@ -206,6 +207,25 @@ def test_registered_model_loads_by_alias_from_another_directory(stack, tmp_path)
     keys = [o["Key"] for o in stack.stack.objectstore.client().list_objects_v2(
         Bucket="mlflow", Prefix="artifacts/").get("Contents", [])]
     assert any(k.endswith("/MLmodel") for k in keys), keys
+
+
+def test_champion_diff_on_the_server_with_its_credentials_only(stack, tmp_path):  # noqa: F811
+    """`bertops champion-diff` (what CI runs) against the MLflow server: with the server's URI and
+    credentials alone it answers (no champion of `bertops` on this server: said so, exit 0); with a
+    wrong password it exits non-zero naming the server, instead of claiming there is no champion."""
+    from tests.integration.test_champion_diff import _workspace
+
+    root = _workspace(tmp_path / "ws", gate=0.5, test_score=0.4)
+    env = mlflow_client_env(stack, tmp_path)
+    cmd = [str(Path(sys.executable).with_name("bertops")), "champion-diff", "--params", str(root / "params.yaml")]
+    out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "**No champion yet**: no registered model 'bertops'" in out.stdout
+    env["MLFLOW_TRACKING_PASSWORD"] += "x"
+    out = subprocess.run(cmd, cwd=root, env={**env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 2 and stack.env["MLFLOW_TRACKING_URI"] in out.stderr, out.stderr[-3000:]
+    assert "No champion" not in out.stdout
 
 
 def test_dvc_remote_helper_pushes_to_the_bucket(stack, tmp_path):  # noqa: F811
