@@ -19,6 +19,9 @@ The worker needs: a clone of the repository with its .venv (`make install`), BER
 (that clone; prefect.yaml's pull step runs the flow there), BERTOPS_REPO_URL (where to fetch the
 orchestrator's commit; default: the clone's `origin`), the DVC remote with its credentials
 (`.dvc/config.local`), and MLFLOW_TRACKING_URI (+ MLFLOW_TRACKING_USERNAME/PASSWORD) of the server.
+With BERTOPS_CHECKPOINT_STORE (stack.env: s3://checkpoints/bertops, with AWS_ENDPOINT_URL_S3 and the
+keys) the pretrain stage also keeps its checkpoints in the object store, so a stage whose worker died
+resumes on whichever worker reruns it (bertops.train.checkpointing.fetch_stored_checkpoint).
 """
 
 from __future__ import annotations
