@@ -18,6 +18,9 @@ from bertops.stack.proc import StackError, running_pid, spawn, stop_group, wait_
 # MLflow artifacts (s3://mlflow/artifacts), the DVC remote (s3://dvc/store), training checkpoints
 # (s3://checkpoints/bertops: $BERTOPS_CHECKPOINT_STORE, a killed run resumes from them on another worker)
 BUCKETS = ("mlflow", "dvc", "checkpoints")
+# -volume.max=0: as many 64 MB volumes as the free disk holds. Each collection (a bucket, and the filer's
+# own log) takes 7 volumes at its first write: a fixed -volume.max=16 left the third bucket none, and
+# SeaweedFS answered every write to it with 500 InternalError.
 # gRPC ports follow each HTTP port + 10000 unless given; here they are named explicitly
 WEED_PORTS = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
 
@@ -63,7 +66,7 @@ class ObjectStore:
                 f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
                 f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
                 "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}", f"-s3.config={self._write_config()}",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64", "-volume.max=16",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64", "-volume.max=0",
                 "-volume.preStopSeconds=0", "-master.telemetry=false",
                 # one master: the default 10 s raft election timeout made every start wait 15-20 s
                 "-master.electionTimeout=1s"]
