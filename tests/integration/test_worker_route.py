@@ -15,6 +15,10 @@ nothing to the worker and runs nothing, and a stage that fails on the worker fai
 with nothing registered (while a second run in the same workspace refuses, naming the first), and
 a worker killed mid-pretraining fails the run, whose rerun on a second worker (a fresh clone)
 resumes from the checkpoint the first one left in the object store.
+
+A pipeline run through a worker takes minutes, so the module trains once: the route fixture's first
+run is the one whose worker is killed mid-pretraining; its rerun on the second worker (which resumes)
+is the completed run the other tests read.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "bertops-stage/gpu"
-OVERRIDE = {"pretrain.max_steps": 10}  # given at run time; TINY commits 12
+# given at run time (TINY commits 12 steps, a checkpoint every 6); enough steps after the first
+# checkpoint for the worker to be killed mid-pretraining
+OVERRIDE = {"pretrain.max_steps": 120, "pretrain.checkpoint_every_n_steps": 10}
 SLIM_EVALUATE = {"evaluate.lr_grid": [], "evaluate.modes": [], "evaluate.bootstrap_samples": 100}  # 1 fine-tuning
 
 
@@ -120,6 +126,42 @@ class Route:
         return self.flow_runs("bertops-stage")
 
 
+def _kill_the_worker_mid_pretrain(route: Route) -> dict:
+    """Start a pipeline run; once the worker has saved its first pretraining checkpoint, SIGKILL the
+    worker's flow-run process. Returns what happened (test_a_worker_killed_... checks it), with the
+    steps of the checkpoints in the object store before any rerun."""
+    import io
+
+    import boto3
+    import psutil
+    import torch
+
+    last = route.worker / "artifacts/pretrain/checkpoints/last.ckpt"
+    assert not last.exists()
+    run = route.start_pipeline(OVERRIDE)
+    deadline = time.monotonic() + 900
+    while not last.exists():  # validate and tokenize run here first, then pretrain on the worker
+        assert run.poll() is None, run.stdout.read()[-4000:]
+        assert time.monotonic() < deadline, "no checkpoint on the worker within 900 s"
+        time.sleep(0.2)
+    flow_processes = psutil.Process(route.worker_proc.pid).children()  # the flow run's process
+    stage = flow_processes[0].children(recursive=True) if len(flow_processes) == 1 else []  # dvc and the stage
+    for proc in flow_processes[:1]:
+        proc.kill()
+    _, alive = psutil.wait_procs(stage, timeout=120)  # the stage checkpoints and exits by itself
+    logged, _ = run.communicate(timeout=600)
+    s3 = boto3.client("s3", endpoint_url=route.env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                      aws_access_key_id=route.env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=route.env["AWS_SECRET_ACCESS_KEY"])
+    bucket, _, prefix = route.env["BERTOPS_CHECKPOINT_STORE"].removeprefix("s3://").partition("/")
+    stored = {o["Key"]: torch.load(io.BytesIO(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()),
+                                   weights_only=False)["global_step"]
+              for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/pretrain/").get("Contents", [])}
+    return {"flow_processes": flow_processes, "alive": alive, "returncode": run.returncode, "logged": logged,
+            "saved_step": torch.load(last, map_location="cpu", weights_only=False)["global_step"],
+            "stored_steps": stored, "first_worker": route.worker}
+
+
 @pytest.fixture(scope="module")
 def route(tmp_path_factory, real_data_dir, stack):  # noqa: F811 (the fixture)
     base = tmp_path_factory.mktemp("worker_route")
@@ -153,14 +195,24 @@ def route(tmp_path_factory, real_data_dir, stack):  # noqa: F811 (the fixture)
         procs.append(worker_proc)
         # the nightly deployment, served from the orchestrator's project, training on the pool
         procs.append(subprocess.Popen([sys.executable, "-m", "flows.serve", "--gpu-deployment", DEPLOYMENT],
-                                      cwd=orch, env=env, stdout=open(logs / "serve.log", "w"),
+                                      cwd=orch, env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},  # default 10 s
+                                      stdout=open(logs / "serve.log", "w"),
                                       stderr=subprocess.STDOUT, start_new_session=True))
         r = Route(base, env, orch, worker)
         r.worker_proc, r.procs = worker_proc, procs
         t0 = time.monotonic()
-        r.first = r.pipeline(OVERRIDE)
+        r.killed = _kill_the_worker_mid_pretrain(r)
+        print(f"pipeline run whose worker was killed: {time.monotonic() - t0:.0f} s")
+        # the killed worker's machine is gone; another worker, in its own fresh clone, takes the rerun
+        _stop(r.worker_proc)
+        r.worker = base / "worker-2"
+        r.worker_proc = start_worker(base, env, orch, r.worker)
+        procs.append(r.worker_proc)
+        t0 = time.monotonic()
+        r.first = r.pipeline(OVERRIDE)  # resumes; the first completed run
         r.first_seconds = time.monotonic() - t0
-        print(f"first pipeline run through the worker: {r.first_seconds:.0f} s")
+        r.first_status = _run([venv_bin("dvc"), "status"], orch, env).stdout
+        print(f"its rerun through the second worker: {r.first_seconds:.0f} s")
         yield r
     finally:
         for proc in reversed(procs):  # serve, then the worker (the stack fixture stops the servers)
@@ -174,8 +226,8 @@ def test_training_stages_run_on_the_worker_and_a_model_is_registered(route):
 
     sent = [s for s in dvc_stage_order(route.orch) if s in TRAINING_STAGES]
     assert {"pretrain", "finetune", "evaluate"} <= set(sent)
-    assert [s for s, _ in route.stage_flow_runs()] == sent
-    assert {state for _, state in route.stage_flow_runs()} == {"Completed"}
+    # the killed run's pretraining (test_a_worker_killed_...), then the rerun's stages, in order
+    assert route.stage_flow_runs() == [("pretrain", "Crashed")] + [(s, "Completed") for s in sent]
     # trained in the worker's clone, never in the orchestrator's folder
     assert (route.worker / "artifacts/pretrain/checkpoints/last.ckpt").exists()
     assert not (route.orch / "artifacts/pretrain/checkpoints").exists()
@@ -203,14 +255,52 @@ def test_training_stages_run_on_the_worker_and_a_model_is_registered(route):
     assert json.loads(out.strip().splitlines()[-1])[0]["task"] == "sentiment"
 
 
+def test_a_worker_killed_mid_stage_fails_the_run_and_the_rerun_on_another_worker_resumes_from_the_store(route):
+    """SIGKILL the worker's flow-run process during pretraining (the route fixture's first run): the
+    stage notices (bertops.lifeline), saves last.ckpt, which also goes to the object store
+    ($BERTOPS_CHECKPOINT_STORE from stack.env: s3://checkpoints/bertops/pretrain/<fingerprint>/), and
+    exits; the flow run is Crashed, so the pipeline fails. That worker is then stopped and a second
+    worker starts in a fresh clone (no checkpoint of its own): the rerun goes to it and resumes from
+    the stored checkpoint's step."""
+    import torch
+
+    killed = route.killed
+    assert len(killed["flow_processes"]) == 1, killed["flow_processes"]
+    assert not killed["alive"], killed["alive"]
+    logged = killed["logged"]
+    assert killed["returncode"] != 0, logged[-4000:]
+    assert f"stage 'pretrain' on {DEPLOYMENT}" in logged and "ended Crashed" in logged, logged[-4000:]
+    saved, steps = killed["saved_step"], OVERRIDE["pretrain.max_steps"]
+    assert 0 < saved < steps
+    # keyed by fingerprint: one directory per settings and data
+    assert saved in killed["stored_steps"].values(), killed["stored_steps"]
+
+    metrics = json.loads((route.orch / "artifacts/pretrain/metrics.json").read_text())  # restored from the run cache
+    assert metrics["global_step"] == steps and metrics["resumed_from_step"] == saved, metrics
+    assert route.worker != killed["first_worker"]
+    assert torch.load(route.worker / "artifacts/pretrain/checkpoints/last.ckpt", map_location="cpu",
+                      weights_only=False)["global_step"] == steps  # trained in the second clone
+    assert torch.load(killed["first_worker"] / "artifacts/pretrain/checkpoints/last.ckpt", map_location="cpu",
+                      weights_only=False)["global_step"] == saved  # not in the first
+    result = json.loads((route.orch / "artifacts/register/result.json").read_text())
+    assert result["alias"] == "champion" and int(result["version"]) >= 1  # the rerun registered
+    assert route.first_status.strip().endswith("up to date."), route.first_status
+
+
 def test_the_worker_trained_with_the_run_time_override_as_children_of_the_pipeline_run(route):
     client = route.mlflow()
-    runs = client.search_runs([client.get_experiment_by_name("bertops").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("bertops").experiment_id],
+                              order_by=["attributes.start_time ASC"])
     parents = [r for r in runs if r.data.tags.get("bertops.stage") == "pipeline"]
-    assert len(parents) == 1
+    # one parent run per pipeline run: the killed run's (validate, tokenize, the killed pretraining)
+    # and its rerun's (pretrain onward; validate and tokenize are skipped, unchanged)
+    assert [p.info.status for p in parents] == ["FAILED", "FINISHED"], [p.info.status for p in parents]
     by_stage = {r.data.tags["bertops.stage"]: r for r in runs if r.data.tags.get("bertops.stage") != "pipeline"}
     for stage in ("validate", "tokenize", "pretrain", "finetune", "evaluate", "register"):
-        assert by_stage[stage].data.tags.get("mlflow.parentRunId") == parents[0].info.run_id, stage
+        ran_in = [p for p in parents if p.info.start_time <= by_stage[stage].info.start_time][-1]
+        assert by_stage[stage].data.tags.get("mlflow.parentRunId") == ran_in.info.run_id, stage
+    assert by_stage["validate"].data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert by_stage["pretrain"].data.tags["mlflow.parentRunId"] == parents[1].info.run_id
     pretrain = by_stage["pretrain"]
     assert pretrain.data.params["pretrain.max_steps"] == str(OVERRIDE["pretrain.max_steps"])
     assert pretrain.data.metrics["heldout.global_step"] == OVERRIDE["pretrain.max_steps"]
@@ -232,9 +322,10 @@ def test_the_orchestrator_is_clean_and_the_triggered_nightly_run_runs_nothing(ro
                 "--params", json.dumps({"overrides": OVERRIDE}), "--watch", "--watch-timeout", "600"],
                route.orch, route.env)
     assert "Completed" in out.stdout + out.stderr, out.stdout[-3000:]
-    # the first run (called directly) and the triggered one; the schedule's next run waits for 02:00
+    # the runs called directly (the killed one, its rerun) and the triggered one; the schedule's
+    # next run waits for 02:00
     ran = [state for _, state in route.flow_runs("bertops-pipeline") if state != "Scheduled"]
-    assert ran == ["Completed", "Completed"], ran
+    assert ran == ["Failed", "Completed", "Completed"], ran
     assert len(route.stage_flow_runs()) == stage_runs  # nothing sent to the worker: nothing changed
     assert (route.orch / "dvc.lock").read_text() == lock_before
     assert len(route.mlflow().search_model_versions("name='bertops'")) == versions
@@ -267,62 +358,3 @@ def test_a_stage_failing_on_the_worker_fails_the_pipeline_and_a_second_run_meanw
     lock = yaml.safe_load((route.orch / "dvc.lock").read_text())["stages"]
     assert lock["pretrain"]["params"]["params.yaml"]["pretrain"]["batch_size"] != 100000
     assert not holder.read_text().strip()  # released
-
-
-def test_a_worker_killed_mid_stage_fails_the_run_and_the_rerun_on_another_worker_resumes_from_the_store(route):
-    """SIGKILL the worker's flow-run process during pretraining: the stage notices (bertops.lifeline),
-    saves last.ckpt, which also goes to the object store ($BERTOPS_CHECKPOINT_STORE from stack.env:
-    s3://checkpoints/bertops/pretrain/<fingerprint>/), and exits; the flow run is Crashed, so the
-    pipeline fails. That worker is then stopped and a second worker starts in a fresh clone (no
-    checkpoint of its own): the rerun goes to it and resumes from the stored checkpoint's step."""
-    import io
-
-    import boto3
-    import psutil
-    import torch
-
-    overrides = {**OVERRIDE, "pretrain.batch_size": 8, "pretrain.max_steps": 120,
-                 "pretrain.checkpoint_every_n_steps": 10}
-    last = route.worker / "artifacts/pretrain/checkpoints/last.ckpt"
-    before = last.stat().st_mtime if last.exists() else 0.0
-    run = route.start_pipeline(overrides)
-    deadline = time.monotonic() + 600
-    while not (last.exists() and last.stat().st_mtime > before):  # this run's first checkpoint
-        assert run.poll() is None, run.stdout.read()[-4000:]
-        assert time.monotonic() < deadline, "no checkpoint on the worker within 600 s"
-        time.sleep(0.2)
-    flow_processes = psutil.Process(route.worker_proc.pid).children()  # the flow run's process
-    assert len(flow_processes) == 1, flow_processes
-    stage = flow_processes[0].children(recursive=True)  # dvc and the stage (their own session)
-    flow_processes[0].kill()
-    _, alive = psutil.wait_procs(stage, timeout=120)  # the stage checkpoints and exits by itself
-    assert not alive, alive
-    logged, _ = run.communicate(timeout=600)
-    assert run.returncode != 0, logged[-4000:]
-    assert f"stage 'pretrain' on {DEPLOYMENT}" in logged and "ended Crashed" in logged, logged[-4000:]
-    saved = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
-    assert 0 < saved < 120
-    s3 = boto3.client("s3", endpoint_url=route.env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
-                      aws_access_key_id=route.env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=route.env["AWS_SECRET_ACCESS_KEY"])
-    bucket, _, prefix = route.env["BERTOPS_CHECKPOINT_STORE"].removeprefix("s3://").partition("/")
-    steps = {o["Key"]: torch.load(io.BytesIO(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()),
-                                  weights_only=False)["global_step"]
-             for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/pretrain/")["Contents"]}
-    assert saved in steps.values(), steps  # keyed by fingerprint: one directory per settings and data
-
-    # the killed worker's machine is gone; another worker, in its own fresh clone, takes the rerun
-    _stop(route.worker_proc)
-    second = route.base / "worker-2"
-    route.worker_proc = start_worker(route.base, route.env, route.orch, second)
-    route.procs.append(route.worker_proc)
-    route.worker = second
-    route.pipeline(overrides)
-    metrics = json.loads((route.orch / "artifacts/pretrain/metrics.json").read_text())  # restored from the run cache
-    assert metrics["global_step"] == 120 and metrics["resumed_from_step"] == saved, metrics
-    assert torch.load(second / "artifacts/pretrain/checkpoints/last.ckpt", map_location="cpu",
-                      weights_only=False)["global_step"] == 120  # trained in the second clone
-    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == saved  # not in the first
-    result = json.loads((route.orch / "artifacts/register/result.json").read_text())
-    assert int(result["version"]) >= 2  # registered again (champion or challenger: the gate decides)
-    assert _run([venv_bin("dvc"), "status"], route.orch, route.env).stdout.strip().endswith("up to date.")
