@@ -3,8 +3,9 @@
 Each front door runs in its own copy of the project (own git repo, DVC cache and MLflow store).
 Checked: both register a champion and agree on every deterministic output; a second run does
 nothing; a worse model is not promoted; bad data stops the flow with nothing trained or
-registered; the served champion answers for every task type; every `finetune.mode` runs through
-`dvc exp run` (only finetune onward reruns) and registers a model that answers every task;
+registered; the served champion answers for every task type; every `finetune.mode` (adapters
+included) runs through `dvc exp run` (only finetune onward reruns) and registers a model that
+answers every task, loaded from the registry without bertops;
 `dvc exp show` / `dvc metrics diff` compare the headline metrics of the run and the experiments.
 """
 
@@ -49,7 +50,14 @@ TINY = {
     "evaluate.seeds": [1234],
     "evaluate.baselines": ["majority"],
     "evaluate.max_test_examples_per_task": 16,
+    # both front doors run the lr grid (default 2 rates) and the mode rows with the student; the
+    # adapters row at one rate (its grid: tests/unit/test_evaluate_mode_fits.py); 10 timed requests
+    "evaluate.adapters_lr_grid": [],
+    "evaluate.latency_requests": 10,
 }
+# the `dvc exp run` mode variants check fine-tuning and registration: their evaluate scores the
+# pipeline model and the majority baseline only (no lr grid, no mode rows: no fine-tuning)
+SLIM_EVALUATE = ["-S", "evaluate.lr_grid=[]", "-S", "evaluate.modes=[]"]
 
 
 def _run(cmd: list[str], project: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -110,6 +118,13 @@ def test_both_front_doors_register_a_champion_and_agree(projects):
         first, second = data_outs(stage)
         assert first == second, stage
     metrics = [json.loads((p / "artifacts/evaluate/metrics.json").read_text()) for p in projects]
+    for m in metrics:  # the mode rows' latency is measured (machine-dependent); the rest is deterministic
+        assert [r["variant"] for r in m["modes"]] == ["finetune", "adapters", "feature_extraction:last", "student"]
+        assert all(r["latency_ms"]["p50_ms"] > 0 for r in m["modes"]) and m["modes_latency"]["requests"] == 10
+        assert m["lr_selection"]["pretrained"]["grid"]  # the rate was chosen from the grid
+        for r in m["modes"]:
+            r.pop("latency_ms")
+        m.pop("modes_latency")
     assert metrics[0] == metrics[1]
     assert results[0]["gate_value"] == results[1]["gate_value"]
     # The Prefect run is recorded in the lineage; the dvc run has none.
@@ -166,6 +181,27 @@ def _check_predictions(rows: list[list], preds: list[dict]) -> None:
     assert preds[4]["prediction"] in rows[4][2]
 
 
+def _predict_without_bertops(project: Path, uris: list[str]) -> list[list[dict]]:
+    """ROWS predicted by each registered model (`models:/...`), loaded from the project's registry by
+    MLflow in a process where bertops cannot be imported."""
+    script = f"""
+import json, sys
+import pandas as pd
+sys.modules["bertops"] = None  # the registered model must not need bertops
+import mlflow
+mlflow.set_tracking_uri({f"sqlite:///{project / 'mlflow.db'}"!r})
+out = []
+for uri in {uris!r}:
+    model = mlflow.pyfunc.load_model(uri)
+    preds = model.predict(pd.DataFrame({ROWS!r}, columns=["task", "text", "text_pair"]))
+    out.append(preds[["task", "prediction", "score"]].to_dict(orient="records"))
+assert not [k for k, v in sys.modules.items() if k.startswith("bertops") and v is not None]
+print(json.dumps(out))
+"""
+    proc = _run([sys.executable, "-c", script], project, timeout=600)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_served_champion_answers_every_task_type(projects):
     dvc_proj, _ = projects
     port = free_port()
@@ -200,11 +236,15 @@ def test_gate_refuses_a_model_that_does_not_beat_the_champion(projects):
         "bertops.gate_reason"]
 
 
+OTHER_MODES = ("feature_extraction", "adapters", "single_task")  # single_task last: the workspace keeps it
+
+
 @pytest.fixture(scope="module")
 def mode_runs(projects):
     """The dvc project's run committed as a user would (dvc.lock, params.yaml and the git-tracked
     metrics/), then one `dvc exp run -S finetune.mode=...` per other mode (the run above used the
-    default, finetune). What each run left is recorded before the next one overwrites it."""
+    default, finetune), with evaluate slimmed (SLIM_EVALUATE). What each run left is recorded
+    before the next one overwrites it."""
     dvc_proj, _ = projects
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     _run(git + ["add", "dvc.lock", "params.yaml", "metrics"], dvc_proj)
@@ -223,17 +263,15 @@ def mode_runs(projects):
                            for t in TASKS}}
 
     runs = {"finetune": snapshot("")}
-    for mode in ("feature_extraction", "single_task"):
-        runs[mode] = snapshot(_run([venv_bin("dvc"), "exp", "run", "-S", f"finetune.mode={mode}"], dvc_proj).stdout)
+    for mode in OTHER_MODES:
+        cmd = [venv_bin("dvc"), "exp", "run", "-S", f"finetune.mode={mode}", *SLIM_EVALUATE]
+        runs[mode] = snapshot(_run(cmd, dvc_proj).stdout)
     return runs
 
 
 def test_every_finetune_mode_runs_through_dvc_and_registers_a_model_for_every_task(projects, mode_runs):
-    import mlflow
-    import pandas as pd
-
     dvc_proj, _ = projects
-    for mode in ("feature_extraction", "single_task"):
+    for mode in OTHER_MODES:
         out = mode_runs[mode]["stdout"]
         assert "Running stage 'finetune'" in out and "Running stage 'register'" in out, mode
         assert not any(f"Running stage '{s}'" in out for s in ("validate", "tokenize", "pretrain")), mode
@@ -250,18 +288,15 @@ def test_every_finetune_mode_runs_through_dvc_and_registers_a_model_for_every_ta
             assert "model.safetensors" in run["model_files"]
             assert all([s["name"] for s in configs[t]["tasks"]] == TASKS for t in TASKS)
         assert all(c["freeze_encoder"] == (mode == "feature_extraction") for c in configs.values())
-        # the registered version serves every task (in single_task mode each row goes to its task's model)
-        version = run["register"]["version"]
-        versions.add(version)
-        previous_uri = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(f"sqlite:///{dvc_proj / 'mlflow.db'}")
-        try:
-            model = mlflow.pyfunc.load_model(f"models:/bertops/{version}")
-        finally:
-            mlflow.set_tracking_uri(previous_uri)
-        preds = model.predict(pd.DataFrame(ROWS, columns=["task", "text", "text_pair"])).to_dict(orient="records")
+        # adapters: one plain encoder plus each task's LoRA adapter and head under adapters/<task>/
+        assert ("adapters" in run["model_files"]) == (mode == "adapters"), mode
+        assert all((c.get("adapters") is not None) == (mode == "adapters") for c in configs.values()), mode
+        versions.add(run["register"]["version"])
+    assert len(versions) == 4
+    # every registered version serves every task from the registry without bertops (in single_task
+    # mode each row goes to its task's model; in adapters mode to its task's adapter)
+    for preds in _predict_without_bertops(dvc_proj, [f"models:/bertops/{v}" for v in sorted(versions)]):
         _check_predictions(ROWS, preds)
-    assert len(versions) == 3
 
 
 def _headline_rows(show: list[dict]) -> dict[str, dict]:
@@ -280,8 +315,8 @@ def _headline_rows(show: list[dict]) -> dict[str, dict]:
 def test_dvc_exp_show_and_metrics_diff_compare_headline_metrics(projects, mode_runs):
     dvc_proj, _ = projects
     rows = _headline_rows(json.loads(_run([venv_bin("dvc"), "exp", "show", "--json"], dvc_proj).stdout))
-    # the committed run and both experiments, each with real numbers (`dvc exp show` printed `!`)
-    assert set(rows) == {"finetune", "feature_extraction", "single_task"}
+    # the committed run and the experiments, each with real numbers (`dvc exp show` printed `!`)
+    assert set(rows) == {"finetune", *OTHER_MODES}
     numbers = {"metrics/validate.json": ["success", "failures", "records"],
                "metrics/tokenize.json": ["tokens", "tokens_per_s"],
                "metrics/pretrain.json": ["mlm_accuracy", "nsp_accuracy", "train_tokens_per_s"],
@@ -306,9 +341,29 @@ def test_dvc_exp_show_and_metrics_diff_compare_headline_metrics(projects, mode_r
                                                   else (committed[key], last[key]))
 
 
+def test_adapters_through_the_flow_register_a_model_served_without_bertops(projects):
+    """The Prefect front door in finetune.mode adapters (flow overrides; evaluate slimmed as the
+    `dvc exp run` variants): finetune onward reruns and the registered version serves every task."""
+    _, flow_proj = projects
+    before = len(_versions(flow_proj))
+    overrides = {"finetune.mode": "adapters", "evaluate.lr_grid": [], "evaluate.modes": []}
+    _run([sys.executable, "-c", f"from flows.pipeline import pipeline; pipeline(overrides={overrides!r})"], flow_proj)
+    metrics = json.loads((flow_proj / "artifacts/finetune/metrics.json").read_text())
+    assert metrics["mode"] == "adapters" and set(metrics["gate"]["tasks"]) == set(TASKS)
+    model = flow_proj / "artifacts/finetune/model"
+    assert {p.name for p in (model / "adapters").iterdir() if p.is_dir()} == set(TASKS)  # one adapter per task
+    result = json.loads((flow_proj / "artifacts/register/result.json").read_text())
+    assert len(_versions(flow_proj)) == before + 1
+    tags = _mlflow_client(flow_proj).get_model_version("bertops", result["version"]).tags
+    assert tags["bertops.prefect_flow_run_id"] != "none"
+    (preds,) = _predict_without_bertops(flow_proj, [f"models:/bertops/{result['version']}"])
+    _check_predictions(ROWS, preds)
+
+
 def test_bad_data_stops_the_flow_before_training_and_registers_nothing(projects):
     _, flow_proj = projects
     lock_before = (flow_proj / "dvc.lock").read_text()
+    versions_before = len(_versions(flow_proj))
     path = flow_proj / "data/tasks/sentiment/train.jsonl"
     lines = path.read_text().splitlines()
     bad = json.loads(lines[3])
@@ -320,4 +375,4 @@ def test_bad_data_stops_the_flow_before_training_and_registers_nothing(projects)
     log = proc.stdout + proc.stderr
     assert "sentiment/train.jsonl" in log and bad["id"] in log
     assert (flow_proj / "dvc.lock").read_text() == lock_before  # no stage ran to completion
-    assert len(_versions(flow_proj)) == 1
+    assert len(_versions(flow_proj)) == versions_before
