@@ -150,6 +150,14 @@ def _lineage_key(tag: str) -> bool:
         "bertops.stage.")
 
 
+def _redacted(text: str) -> str:
+    """`text` (a URI, an error message quoting one) without URI passwords: the table and the errors may
+    go to a CI summary or log that anyone with read access sees."""
+    import re
+
+    return re.sub(r"(://[^:/@\s]+:)[^@\s/]+@", r"\1***@", text)
+
+
 def _client():
     import mlflow
 
@@ -165,14 +173,14 @@ def main(params, root: Path | str = ".", markdown: str | None = None, json_out: 
 
     from bertops.tracking import tracking_uri
 
-    uri = tracking_uri()
+    uri = _redacted(tracking_uri())
     try:
         c = compare(params, root)
     except MlflowException as e:
-        raise BertopsError(f"champion-diff: the tracking server {uri} refused or failed: {e.message[:500]}. "
+        raise BertopsError(f"champion-diff: the tracking server {uri} refused or failed: {_redacted(e.message)[:500]}. "
                            f"Check MLFLOW_TRACKING_URI and MLFLOW_TRACKING_USERNAME/PASSWORD") from None
     except OSError as e:  # connection refused, DNS: requests' errors are OSErrors
-        raise BertopsError(f"champion-diff: cannot reach the tracking server {uri}: {e}") from None
+        raise BertopsError(f"champion-diff: cannot reach the tracking server {uri}: {_redacted(str(e))}") from None
     text = to_markdown(c, uri)
     print(text)
     if markdown:
