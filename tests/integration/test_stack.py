@@ -71,7 +71,8 @@ def test_stack_comes_up_healthy_on_loopback(stack):  # noqa: F811
     assert oct(env_file.stat().st_mode & 0o777) == "0o600"
     assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_URL",
             "PREFECT_API_AUTH_STRING", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "BERTOPS_DVC_REMOTE_URL",
-            "BERTOPS_S3_ENDPOINT_URL"} <= set(stack.env)
+            "BERTOPS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "BERTOPS_CHECKPOINT_STORE"} <= set(stack.env)
+    assert stack.env["BERTOPS_CHECKPOINT_STORE"] == "s3://checkpoints/bertops"
 
 
 def test_up_again_starts_nothing(stack):  # noqa: F811
