@@ -1,7 +1,11 @@
 """The whole pipeline on a tiny model through both front doors, `dvc repro` and the Prefect flow.
 
-Each front door runs in its own copy of the project (own git repo, DVC cache and MLflow store).
-Checked: both register a champion and agree on every deterministic output; a second run does
+Each front door runs in its own copy of the project (own git repo, DVC cache and MLflow store):
+the dvc project in the default finetune.mode (its evaluate runs the lr grid, the mode rows with
+latency and the student), the Prefect project in finetune.mode adapters with a slim evaluate
+(FLOW_ADAPTERS). Checked: both register a champion; they agree on the data stages, and the flow's
+adapters run agrees on every deterministic output with the same parameters run through
+`dvc exp run`; a second run does
 nothing; a worse model is not promoted; bad data stops the flow with nothing trained or
 registered; the served champion answers for every task type; every `finetune.mode` (adapters
 included) runs through `dvc exp run` (only finetune onward reruns) and registers a model that
@@ -55,9 +59,10 @@ TINY = {
     "evaluate.adapters_lr_grid": [],
     "evaluate.latency_requests": 10,
 }
-# the `dvc exp run` mode variants check fine-tuning and registration: their evaluate scores the
-# pipeline model and the majority baseline only (no lr grid, no mode rows: no fine-tuning)
-SLIM_EVALUATE = ["-S", "evaluate.lr_grid=[]", "-S", "evaluate.modes=[]"]
+# the other mode runs check fine-tuning and registration: their evaluate scores the pipeline model
+# and the majority baseline only (no lr grid, no mode rows: no fine-tuning in evaluate)
+SLIM_EVALUATE = {"evaluate.lr_grid": [], "evaluate.modes": []}
+FLOW_ADAPTERS = {"finetune.mode": "adapters", **SLIM_EVALUATE}  # the Prefect project's params
 
 
 def _run(cmd: list[str], project: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -68,14 +73,15 @@ def _run(cmd: list[str], project: Path, check: bool = True, timeout: int = 900) 
     return proc
 
 
-def _make_project(dest: Path, data_dir: Path) -> Path:
-    """A fresh project: the repository's files (as a clone would have them), the built-in data, tiny params."""
+def _make_project(dest: Path, data_dir: Path, extra: dict | None = None) -> Path:
+    """A fresh project: the repository's files (as a clone would have them), the built-in data, tiny
+    params (and `extra` overrides)."""
     copy_repo_files(dest)
     shutil.copytree(data_dir, dest / "data")
     sys.path.insert(0, str(REPO))
     from flows.pipeline import apply_overrides
 
-    apply_overrides(dest, TINY)
+    apply_overrides(dest, {**TINY, **(extra or {})})
     git_commit_all(dest, "e2e")
     return dest
 
@@ -94,7 +100,7 @@ def _versions(project: Path, name: str = "bertops") -> list:
 def projects(tmp_path_factory, real_data_dir):
     base = tmp_path_factory.mktemp("e2e")
     dvc_proj = _make_project(base / "dvc", real_data_dir)
-    flow_proj = _make_project(base / "prefect", real_data_dir)
+    flow_proj = _make_project(base / "prefect", real_data_dir, FLOW_ADAPTERS)
     _run([venv_bin("dvc"), "repro"], dvc_proj)
     _run([sys.executable, "-c", "from flows.pipeline import pipeline; pipeline()"], flow_proj)
     return dvc_proj, flow_proj
@@ -108,7 +114,7 @@ def test_both_front_doors_register_a_champion_and_agree(projects):
         champion = _mlflow_client(project).get_model_version_by_alias("bertops", "champion")
         assert champion.version == result["version"]
         assert champion.tags["bertops.validation"] == "passed"
-    # Same code, data, params and seed: same tokenizer, pretraining data and evaluation.
+    # Same code, data, params and seed: same validated data and tokenizer (fine-tuning differs: FLOW_ADAPTERS)
     locks = [yaml.safe_load((p / "dvc.lock").read_text())["stages"] for p in projects]
     def data_outs(stage):  # stats.json and the tokenize headline carry timings; the rest is deterministic
         timed = ("stats.json", "metrics/tokenize.json")
@@ -117,16 +123,17 @@ def test_both_front_doors_register_a_champion_and_agree(projects):
     for stage in ("validate", "tokenize"):
         first, second = data_outs(stage)
         assert first == second, stage
-    metrics = [json.loads((p / "artifacts/evaluate/metrics.json").read_text()) for p in projects]
-    for m in metrics:  # the mode rows' latency is measured (machine-dependent); the rest is deterministic
-        assert [r["variant"] for r in m["modes"]] == ["finetune", "adapters", "feature_extraction:last", "student"]
-        assert all(r["latency_ms"]["p50_ms"] > 0 for r in m["modes"]) and m["modes_latency"]["requests"] == 10
-        assert m["lr_selection"]["pretrained"]["grid"]  # the rate was chosen from the grid
-        for r in m["modes"]:
-            r.pop("latency_ms")
-        m.pop("modes_latency")
-    assert metrics[0] == metrics[1]
-    assert results[0]["gate_value"] == results[1]["gate_value"]
+    # dvc: the lr grid chose the rate; the mode rows (full, adapters, frozen, student) carry latency
+    m = json.loads((dvc_proj / "artifacts/evaluate/metrics.json").read_text())
+    assert [r["variant"] for r in m["modes"]] == ["finetune", "adapters", "feature_extraction:last", "student"]
+    assert all(r["latency_ms"]["p50_ms"] > 0 for r in m["modes"]) and m["modes_latency"]["requests"] == 10
+    assert m["lr_selection"]["pretrained"]["grid"] and m["modes"][0]["lr_selection"]  # the full row: the grid's
+    assert "adapters_minus_full" in m["modes_margin"]
+    # the flow: an adapters model, one adapter per task next to one encoder
+    finetune = json.loads((flow_proj / "artifacts/finetune/metrics.json").read_text())
+    assert finetune["mode"] == "adapters" and set(finetune["gate"]["tasks"]) == set(TASKS)
+    adapters = flow_proj / "artifacts/finetune/model/adapters"
+    assert {p.name for p in adapters.iterdir() if p.is_dir()} == set(TASKS)
     # The Prefect run is recorded in the lineage; the dvc run has none.
     flow_tags = _mlflow_client(flow_proj).get_model_version("bertops", results[1]["version"]).tags
     assert flow_tags["bertops.prefect_flow_run_id"] != "none"
@@ -181,24 +188,25 @@ def _check_predictions(rows: list[list], preds: list[dict]) -> None:
     assert preds[4]["prediction"] in rows[4][2]
 
 
-def _predict_without_bertops(project: Path, uris: list[str]) -> list[list[dict]]:
-    """ROWS predicted by each registered model (`models:/...`), loaded from the project's registry by
-    MLflow in a process where bertops cannot be imported."""
+def _predict_without_bertops(models: list[tuple[Path, str]]) -> list[list[dict]]:
+    """ROWS predicted by each (project, registered model URI `models:/...`), loaded from that
+    project's registry by MLflow in one process where bertops cannot be imported."""
+    stores = [(f"sqlite:///{project / 'mlflow.db'}", uri) for project, uri in models]
     script = f"""
 import json, sys
 import pandas as pd
 sys.modules["bertops"] = None  # the registered model must not need bertops
 import mlflow
-mlflow.set_tracking_uri({f"sqlite:///{project / 'mlflow.db'}"!r})
 out = []
-for uri in {uris!r}:
+for store, uri in {stores!r}:
+    mlflow.set_tracking_uri(store)
     model = mlflow.pyfunc.load_model(uri)
     preds = model.predict(pd.DataFrame({ROWS!r}, columns=["task", "text", "text_pair"]))
     out.append(preds[["task", "prediction", "score"]].to_dict(orient="records"))
 assert not [k for k, v in sys.modules.items() if k.startswith("bertops") and v is not None]
 print(json.dumps(out))
 """
-    proc = _run([sys.executable, "-c", script], project, timeout=600)
+    proc = _run([sys.executable, "-c", script], models[0][0], timeout=600)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -264,13 +272,14 @@ def mode_runs(projects):
 
     runs = {"finetune": snapshot("")}
     for mode in OTHER_MODES:
-        cmd = [venv_bin("dvc"), "exp", "run", "-S", f"finetune.mode={mode}", *SLIM_EVALUATE]
+        sets = {"finetune.mode": mode, **SLIM_EVALUATE}
+        cmd = [venv_bin("dvc"), "exp", "run"] + [a for k, v in sets.items() for a in ("-S", f"{k}={v}")]
         runs[mode] = snapshot(_run(cmd, dvc_proj).stdout)
     return runs
 
 
 def test_every_finetune_mode_runs_through_dvc_and_registers_a_model_for_every_task(projects, mode_runs):
-    dvc_proj, _ = projects
+    dvc_proj, flow_proj = projects
     for mode in OTHER_MODES:
         out = mode_runs[mode]["stdout"]
         assert "Running stage 'finetune'" in out and "Running stage 'register'" in out, mode
@@ -293,9 +302,11 @@ def test_every_finetune_mode_runs_through_dvc_and_registers_a_model_for_every_ta
         assert all((c.get("adapters") is not None) == (mode == "adapters") for c in configs.values()), mode
         versions.add(run["register"]["version"])
     assert len(versions) == 4
-    # every registered version serves every task from the registry without bertops (in single_task
-    # mode each row goes to its task's model; in adapters mode to its task's adapter)
-    for preds in _predict_without_bertops(dvc_proj, [f"models:/bertops/{v}" for v in sorted(versions)]):
+    # every registered version, and the flow's adapters champion, serves every task from the registry
+    # without bertops (in single_task mode each row goes to its task's model; in adapters mode to its
+    # task's adapter)
+    models = [(dvc_proj, f"models:/bertops/{v}") for v in sorted(versions)] + [(flow_proj, "models:/bertops@champion")]
+    for preds in _predict_without_bertops(models):
         _check_predictions(ROWS, preds)
 
 
@@ -341,23 +352,17 @@ def test_dvc_exp_show_and_metrics_diff_compare_headline_metrics(projects, mode_r
                                                   else (committed[key], last[key]))
 
 
-def test_adapters_through_the_flow_register_a_model_served_without_bertops(projects):
-    """The Prefect front door in finetune.mode adapters (flow overrides; evaluate slimmed as the
-    `dvc exp run` variants): finetune onward reruns and the registered version serves every task."""
+def test_adapters_through_both_front_doors_agree(projects, mode_runs):
+    """The same parameters (TINY + FLOW_ADAPTERS) through the Prefect flow and `dvc exp run`: the
+    same adapters model's gate score and the same evaluation, byte for byte in metrics.json."""
     _, flow_proj = projects
-    before = len(_versions(flow_proj))
-    overrides = {"finetune.mode": "adapters", "evaluate.lr_grid": [], "evaluate.modes": []}
-    _run([sys.executable, "-c", f"from flows.pipeline import pipeline; pipeline(overrides={overrides!r})"], flow_proj)
-    metrics = json.loads((flow_proj / "artifacts/finetune/metrics.json").read_text())
-    assert metrics["mode"] == "adapters" and set(metrics["gate"]["tasks"]) == set(TASKS)
-    model = flow_proj / "artifacts/finetune/model"
-    assert {p.name for p in (model / "adapters").iterdir() if p.is_dir()} == set(TASKS)  # one adapter per task
-    result = json.loads((flow_proj / "artifacts/register/result.json").read_text())
-    assert len(_versions(flow_proj)) == before + 1
-    tags = _mlflow_client(flow_proj).get_model_version("bertops", result["version"]).tags
-    assert tags["bertops.prefect_flow_run_id"] != "none"
-    (preds,) = _predict_without_bertops(flow_proj, [f"models:/bertops/{result['version']}"])
-    _check_predictions(ROWS, preds)
+    dvc_run = mode_runs["adapters"]
+    flow_eval = json.loads((flow_proj / "artifacts/evaluate/metrics.json").read_text())
+    assert flow_eval == dvc_run["evaluate"] and flow_eval["modes"] == []
+    flow_register = json.loads((flow_proj / "artifacts/register/result.json").read_text())
+    assert flow_register["gate_value"] == dvc_run["register"]["gate_value"]
+    flow_finetune = json.loads((flow_proj / "artifacts/finetune/metrics.json").read_text())
+    assert flow_finetune["gate"] == dvc_run["metrics"]["gate"] and flow_finetune["costs"] == dvc_run["metrics"]["costs"]
 
 
 def test_bad_data_stops_the_flow_before_training_and_registers_nothing(projects):
