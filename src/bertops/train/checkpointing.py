@@ -111,15 +111,24 @@ def store_checkpoint(path: Path, store: str) -> bool:
     return True
 
 
+# what reading a truncated or foreign checkpoint raises
+UNREADABLE = (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError)
+
+
+def _read_checkpoint(path: Path) -> tuple[str | None, int, list[dict]]:
+    """(its fingerprint, global step, the CSV log rows it carries); raises one of UNREADABLE."""
+    saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    state = saved.get(STATE_KEY, {})
+    return state.get("fingerprint"), int(saved["global_step"]), state.get("csv_log") or []
+
+
 def _checkpoint_step(path: Path, fingerprint: str) -> int | None:
     """The global step of checkpoint `path` if it carries `fingerprint`, else None."""
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        if saved.get(STATE_KEY, {}).get("fingerprint") == fingerprint:
-            return int(saved["global_step"])
-    except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError):
-        pass
-    return None
+        found, step, _ = _read_checkpoint(path)
+    except UNREADABLE:
+        return None
+    return step if found == fingerprint else None
 
 
 def fetch_stored_checkpoint(ckpt_dir: Path, store: str, fingerprint: str) -> int | None:
@@ -252,12 +261,11 @@ def find_resume_checkpoint(ckpt_dir: Path, fingerprint: str) -> tuple[Path | Non
     if not last.exists():
         return None, 0, []
     try:
-        saved = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
-        state = saved.get(STATE_KEY, {})
-        if state.get("fingerprint") == fingerprint:
-            return last, int(saved["global_step"]), state.get("csv_log") or []
+        found, step, csv_log = _read_checkpoint(last)
+        if found == fingerprint:
+            return last, step, csv_log
         log.warning("%s was made with other settings or data: starting over", last)
-    except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as e:  # unreadable: start over
+    except UNREADABLE as e:  # unreadable: start over
         log.warning("cannot read %s (%s): starting over", last, e)
     if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:  # DDP ranks re-run this
         shutil.rmtree(ckpt_dir)
