@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bertops.config import Params
-from bertops.io import write_jsonl
+from bertops.io import write_json, write_jsonl
 
 TRAIN = [{"id": f"t{i}", "text": f"text {i}", "label": "fresh" if i % 3 else "rotten"} for i in range(9)]
 TEST = [{"id": f"s{i}", "text": f"test {i}", "label": "rotten" if i < 3 else "fresh"} for i in range(5)]
@@ -239,6 +239,37 @@ def test_lr_is_chosen_per_encoder_on_validation_before_test_is_read(tmp_path, st
     assert "| pretrained | **0.600** | 0.400 | 0.500 | 0.0005 |" in md
     assert "| random-init | 0.300 | 0.200 | **0.350** | 0.002 |" in md
     assert "Pretrained vs random-init:" in md and "seed 7 is the pipeline model itself" not in md
+
+
+@pytest.mark.parametrize("pipeline_gate, chosen", [(0.9, 1e-3), (0.1, 2e-3)])
+def test_grid_run_at_the_pipelines_seed_and_rate_is_the_pipeline_model(tmp_path, stub, pipeline_gate, chosen):
+    """With the top-level seed first in evaluate.seeds and finetune.learning_rate in the grid, the grid's
+    run at that seed and rate is the finetune stage's model: not fitted again, its gate score competes
+    for the rate, and the stage's clean-up of its runs leaves the pipeline's model in place."""
+    from bertops.stages import evaluate
+
+    params = _params(tmp_path, lr_grid=[1e-3, 2e-3], seeds=[7, 1], baselines=[])
+    finetune = tmp_path / "finetune"
+    (finetune / "logs").mkdir()
+    (finetune / "logs" / "metrics.csv").write_text("epoch,step,train/loss\n0,4,0.5\n")
+    (finetune / "model" / "wrong").write_text("1")  # one sentiment test error: tells its scores apart
+    write_json(finetune / "metrics.json", {"score": 0.5, "gate": {"score": pipeline_gate},
+                                           "model_dirs": {t: str(finetune / "model") for t in params.tasks}})
+    evaluate.main(params)
+    # pretrained (1e-3 is finetune.learning_rate): only 2e-3 fitted at seed 7, then seed 1 at the chosen rate
+    assert [(c["seed"], c["lr"]) for c in stub] == [(7, 2e-3), (1, chosen)]
+    m = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
+    grid = m["lr_selection"]["pretrained"]["grid"]
+    assert [(g["lr"], g["validation_score"]) for g in grid] == [(1e-3, pipeline_gate), (2e-3, 0.5)]
+    assert m["lr_selection"]["pretrained"]["chosen"] == chosen
+    # seed 7's test scores are the pipeline model's (4 of 5 right) when 1e-3 is kept, else the 2e-3 fit's
+    # (2e-3 adds one error in the stub: 4 of 5 too), and seed 1's at 2e-3: 4 of 5; at 1e-3: 5 of 5
+    assert m["pretrained"]["sentiment"]["accuracy"]["mean"] == pytest.approx(0.9 if chosen == 1e-3 else 0.8)
+    assert (finetune / "model" / "config.json").exists() and (finetune / "model" / "wrong").read_text() == "1"
+    assert (finetune / "metrics.json").exists() and (finetune / "logs" / "metrics.csv").exists()
+    md = (tmp_path / "evaluate" / "report.md").read_text()
+    assert "its run at seed 7, lr 0.001 in the rate grid is the pipeline model itself" in md
+    assert not list((tmp_path / "evaluate").glob(".evaluate-*"))
 
 
 def test_one_rate_grid_is_todays_protocol_at_that_rate(tmp_path, stub):

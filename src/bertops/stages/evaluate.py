@@ -88,7 +88,8 @@ def run(params: Params) -> dict:
                           and _same_path(pf.init_dir, ep.pretrain_dir))
         encoders = fits.encoders(params, notes)
         # 1. each encoder's learning rate, chosen on validation: train and validation splits only
-        choices = fits.choose_lrs(params, ft, encoders, work / "fits", tasks)
+        choices = fits.choose_lrs(params, ft, encoders, work / "fits", tasks,
+                                  prefit=_pipeline_prefit(params) if reuse_pipeline else None)
         # our encoder fully fine-tuned (maybe the grid's run) / with adapters / as frozen features
         mode_fits = fits.mode_fits(params, ft, choices, work / "modes", tasks)
         kept = {d for _, dirs, _ in mode_fits for d in dirs.values()}  # deleted after their row is scored
@@ -283,6 +284,20 @@ def _limited_task_params(params: Params, tasks: list[str], data_dir: Path) -> di
             (dst / "train.jsonl").symlink_to((src / "train.jsonl").resolve())
         out[t] = tp.model_copy(update={"path": str(dst)})
     return out
+
+
+def _pipeline_prefit(params: Params) -> dict[str, fits.Prefit]:
+    """The finetune stage's run as the pretrained encoder's fit at the top-level seed and
+    finetune.learning_rate (the caller checked that it was fine-tuned from that encoder at the
+    evaluate budget); {} without its metrics.json."""
+    import json
+
+    pf = params.finetune
+    metrics = Path(pf.out_dir, "metrics.json")
+    if not metrics.exists() or not _same_path(params.evaluate.model_dir, str(Path(pf.out_dir, "model"))):
+        return {}
+    return {"pretrained": fits.Prefit(seed=params.seed, lr=pf.learning_rate, out_dir=Path(pf.out_dir),
+                                      result=json.loads(metrics.read_text()))}
 
 
 def _same_path(a: str, b: str) -> bool:

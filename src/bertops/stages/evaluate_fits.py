@@ -12,12 +12,18 @@ chosen rate is kept (it is that encoder's first-seed run); the others are delete
 row's own rate: full fine-tuning at the pretrained encoder's chosen rate (its row is the grid's
 kept run when that run is full fine-tuning with heads on the last layer, not fitted again), and
 adapters at the best rate of evaluate.adapters_lr_grid on validation.
+
+`Prefit` is a fine-tuning the pipeline already made (the finetune stage's model): the grid's run at
+its seed and rate is that model, hard-linked into the grid's folder rather than fitted again (with
+evaluate.seeds[0] equal to the top-level seed and finetune.learning_rate in the grid, one fit of
+~1 min on 2 CPU cores saved; the same code, data, seed and budget would give the same model).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -39,9 +45,36 @@ class Choice:
     curves: dict = field(default_factory=dict)  # its read_metrics_csv series
     seconds: list[float] = field(default_factory=list)
     result: dict | None = None  # the kept run's fit_multitask result
+    prefit_lr: float | None = None  # the grid's rate whose run was a Prefit (not fitted here)
 
     def summary(self) -> dict:
         return {"chosen": self.chosen, "grid": self.grid}
+
+
+@dataclass
+class Prefit:
+    """A finished fine-tuning (out_dir holds model/, metrics.json and logs/ as the finetune stage
+    writes them) that stands for the fit of one encoder at `seed` and rate `lr`."""
+
+    seed: int
+    lr: float
+    out_dir: Path
+    result: dict  # its metrics.json: gate, score, costs, model_dirs, ...
+
+    def link_into(self, run_dir: Path) -> tuple[dict[str, Path], dict]:
+        """Hard-link out_dir's files into run_dir (a copy where links fail) so that the grid may
+        delete its runs without touching the pipeline's model: ({task: model dir}, result)."""
+        shutil.copytree(self.out_dir, run_dir, copy_function=_link_or_copy)
+        root = self.out_dir.resolve()
+        dirs = {t: run_dir / Path(d).resolve().relative_to(root) for t, d in self.result["model_dirs"].items()}
+        return dirs, {**self.result, "model_dirs": {t: str(d) for t, d in dirs.items()}}
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copy2(src, dst)
 
 
 def finetune_budget(params: Params):
@@ -98,22 +131,30 @@ def read_curves(run_dir: Path) -> dict:
 
 
 def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path,
-               tasks: list[str]) -> dict[str, Choice]:
+               tasks: list[str], prefit: dict[str, Prefit] | None = None) -> dict[str, Choice]:
     """Each encoder's rate: with a grid of 2+ rates, fine-tune at each (first seed) and keep the one
-    with the best validation (gate) score, ties to the first in the grid; else the one rate."""
+    with the best validation (gate) score, ties to the first in the grid; else the one rate.
+    prefit: {encoder: a run that stands for its fit at that seed and rate} (not fitted again)."""
     grid = lr_grid(params, ft)
     if len(grid) == 1:
         return {name: Choice(chosen=grid[0]) for name in encs}
     seed = params.evaluate.seeds[0]
     out = {}
     for name, (init_dir, random_init) in encs.items():
-        runs, seconds, results = [], [], []
+        runs, seconds, results, prefit_lr = [], [], [], None
+        pre = (prefit or {}).get(name)
         for lr in grid:
-            log.info("evaluate: fine-tuning %s seed %s at lr %g (rate selection)", name, seed, lr)
-            t0 = time.perf_counter()
             run_dir = work / name / f"lr{lr:g}-seed{seed}"
-            dirs, result = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, lr)
-            seconds.append(time.perf_counter() - t0)
+            if pre is not None and (pre.seed, pre.lr) == (seed, lr):
+                log.info("evaluate: %s seed %s at lr %g is the pipeline's model (%s; not fitted again)",
+                         name, seed, lr, pre.out_dir)
+                dirs, result = pre.link_into(run_dir)
+                prefit_lr = lr
+            else:
+                log.info("evaluate: fine-tuning %s seed %s at lr %g (rate selection)", name, seed, lr)
+                t0 = time.perf_counter()
+                dirs, result = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, lr)
+                seconds.append(time.perf_counter() - t0)
             results.append(result)
             runs.append((lr, dirs, run_dir, validation_score(result), result.get("score")))
         best = max(range(len(runs)), key=lambda i: (runs[i][3], -i))
@@ -122,6 +163,7 @@ def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path
                 shutil.rmtree(run_dir, ignore_errors=True)
         lr, dirs, run_dir, _, _ = runs[best]
         out[name] = Choice(chosen=lr, model_dirs=dirs, curves=read_curves(run_dir), seconds=seconds,
+                           prefit_lr=prefit_lr,
                            result={**results[best], "lr": lr,
                                    "lr_selection": [{"lr": r[0], "validation_score": r[3]} for r in runs]},
                            grid=[{"lr": r[0], "validation_score": r[3], "selection_score": r[4]} for r in runs])

@@ -34,7 +34,11 @@ def notes(params: Params, ft, tasks, encoders, reuse_pipeline, choices, metrics,
     pf = params.finetune
     reused = (reuse_pipeline and params.seed in ep.seeds and choices["pretrained"].chosen == pf.learning_rate
               and not (len(grid) > 1 and params.seed == ep.seeds[0]))
-    if ep.max_steps is not None:
+    prefit_lr = choices["pretrained"].prefit_lr if "pretrained" in choices else None
+    if prefit_lr is not None:
+        pretrained_note = (f"; its run at seed {ep.seeds[0]}, lr {prefit_lr:g} in the rate grid is the "
+                           "pipeline model itself (not retrained).")
+    elif ep.max_steps is not None:
         pretrained_note = ("; all seeds retrained with the capped budget below (the pipeline model "
                            "row is the finetune stage's own budget).")
     elif reused:
