@@ -94,21 +94,16 @@ def fit_variant(params, ft, name: str, init_dir: str | Path, run_dir: Path, seed
 def choose_rate(params, ft, name: str, grid: list[float], init_dir: str | Path, run_dir: Path, seed: int,
                 tasks: list[str]) -> tuple[dict[str, Path], dict]:
     """Fit variant `name` at every rate of `grid` and keep the best on the validation gate score
-    (ties: the first rate); the others are deleted. The kept fit result gains "lr_selection":
-    [{"lr", "validation_score"}] in grid order."""
-    import shutil
+    (ties: the first rate; bertops.evaluate.rates); the others are deleted. The kept fit result gains
+    "lr_selection": [{"lr", "validation_score"}] in grid order."""
+    from bertops.evaluate import rates
 
-    runs = []
-    for lr in grid:
+    def fit_at(lr: float):
         d = Path(run_dir) / f"lr{lr:g}"
-        dirs, result = fit_variant(params, ft, name, init_dir, d, seed, tasks, lr)
-        runs.append((lr, dirs, result, d))
-    best = max(range(len(runs)), key=lambda i: (runs[i][2]["gate"]["score"], -i))
-    for i, (_, _, _, d) in enumerate(runs):
-        if i != best:
-            shutil.rmtree(d, ignore_errors=True)
-    _, dirs, result, _ = runs[best]
-    return dirs, {**result, "lr_selection": [{"lr": r[0], "validation_score": r[2]["gate"]["score"]} for r in runs]}
+        return (*fit_variant(params, ft, name, init_dir, d, seed, tasks, lr), d)
+
+    sel = rates.choose(grid, fit_at)
+    return sel.model_dirs, {**sel.result, "lr_selection": sel.lr_selection()}
 
 
 def row(name: str, fit_result: Mapping, test_run: Mapping[str, Mapping[str, float]],

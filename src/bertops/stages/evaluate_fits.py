@@ -6,7 +6,8 @@ the same step budget, and keeps the rate whose model scores best on the validati
 (the part of each task's validation split that did not choose the kept epoch; see
 bertops.train.finetune.validation_parts). It reads the train and validation splits only: the test
 split is scored later, by the stage, on models whose rate is already fixed. The model of the
-chosen rate is kept (it is that encoder's first-seed run); the others are deleted.
+chosen rate is kept (it is that encoder's first-seed run); the others are deleted (the rule of
+bertops.evaluate.rates.choose, which the adapters' grid uses too).
 
 `mode_fits` fits the rows comparing ways to adapt our encoder (bertops.evaluate.modes) with each
 row's own rate: full fine-tuning at the pretrained encoder's chosen rate (its row is the grid's
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertops.config import Params
-from bertops.evaluate import baselines, report
+from bertops.evaluate import baselines, rates, report
 
 log = logging.getLogger(__name__)
 
@@ -141,44 +142,31 @@ def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path
     seed = params.evaluate.seeds[0]
     out = {}
     for name, (init_dir, random_init) in encs.items():
-        runs, seconds, results, prefit_lr = [], [], [], None
+        seconds: list[float] = []
         pre = (prefit or {}).get(name)
-        for lr in grid:
+        prefit_lr = pre.lr if pre is not None and pre.seed == seed and pre.lr in grid else None
+
+        def fit_at(lr: float, name=name, init_dir=init_dir, random_init=random_init, pre=pre,
+                   prefit_lr=prefit_lr, seconds=seconds):
             run_dir = work / name / f"lr{lr:g}-seed{seed}"
-            if pre is not None and (pre.seed, pre.lr) == (seed, lr):
+            if pre is not None and lr == prefit_lr:
                 log.info("evaluate: %s seed %s at lr %g is the pipeline's model (%s; not fitted again)",
                          name, seed, lr, pre.out_dir)
-                dirs, result = pre.link_into(run_dir)
-                prefit_lr = lr
-            else:
-                log.info("evaluate: fine-tuning %s seed %s at lr %g (rate selection)", name, seed, lr)
-                t0 = time.perf_counter()
-                dirs, result = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, lr)
-                seconds.append(time.perf_counter() - t0)
-            results.append(result)
-            runs.append((lr, dirs, run_dir, validation_score(result), result.get("score")))
-        best = max(range(len(runs)), key=lambda i: (runs[i][3], -i))
-        for i, (_, _, run_dir, _, _) in enumerate(runs):
-            if i != best:
-                shutil.rmtree(run_dir, ignore_errors=True)
-        lr, dirs, run_dir, _, _ = runs[best]
-        out[name] = Choice(chosen=lr, model_dirs=dirs, curves=read_curves(run_dir), seconds=seconds,
-                           prefit_lr=prefit_lr,
-                           result={**results[best], "lr": lr,
-                                   "lr_selection": [{"lr": r[0], "validation_score": r[3]} for r in runs]},
-                           grid=[{"lr": r[0], "validation_score": r[3], "selection_score": r[4]} for r in runs])
-        log.info("evaluate: %s: lr %g chosen on validation (%s)", name, lr,
-                 ", ".join(f"{r[0]:g}: {r[3]:.3f}" for r in runs))
+                return (*pre.link_into(run_dir), run_dir)
+            log.info("evaluate: fine-tuning %s seed %s at lr %g (rate selection)", name, seed, lr)
+            t0 = time.perf_counter()
+            dirs, result = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, lr)
+            seconds.append(time.perf_counter() - t0)
+            return dirs, result, run_dir
+
+        sel = rates.choose(grid, fit_at)
+        out[name] = Choice(chosen=sel.lr, model_dirs=sel.model_dirs, curves=read_curves(sel.run_dir),
+                           seconds=seconds, prefit_lr=prefit_lr,
+                           result={**sel.result, "lr": sel.lr, "lr_selection": sel.lr_selection()},
+                           grid=[{**g, "selection_score": r.get("score")} for g, r in zip(sel.grid, sel.results)])
+        log.info("evaluate: %s: lr %g chosen on validation (%s)", name, sel.lr,
+                 ", ".join(f"{g['lr']:g}: {g['validation_score']:.3f}" for g in sel.grid))
     return out
-
-
-def validation_score(result: dict) -> float:
-    """The score a rate is chosen by: the mean task score on the validation gate examples (scored
-    once on the kept epoch; the selection examples, which chose that epoch, are its max over epochs)."""
-    gate = result.get("gate") or {}
-    if "score" not in gate:
-        raise ValueError("fit_multitask returned no gate (validation) score")
-    return float(gate["score"])
 
 
 def full_row_run(ft, choice: Choice) -> tuple[dict[str, Path], dict] | None:
