@@ -46,8 +46,11 @@ def test_full_row_is_the_lr_grids_run_and_rows_are_timed_on_their_own_models(tmp
         return {"p50_ms": 1.0 + len(timed), "p95_ms": 9.0, "requests": len(reqs)}
 
     monkeypatch.setattr(latency, "measure", measure)
-    evaluate.main(_params(tmp_path, lr_grid=[5e-4, 1e-3, 2e-3], seeds=[7], baselines=["majority"],
-                          modes=MODES, adapters_lr_grid=[5e-3, 1e-2], latency_requests=6))
+    logged = {}
+    monkeypatch.setattr(evaluate.tracking, "log_metrics", lambda m, step=None: logged.update(_flatten(m)))
+    params = _params(tmp_path, lr_grid=[5e-4, 1e-3, 2e-3], seeds=[7], baselines=["majority"],
+                     modes=MODES, adapters_lr_grid=[5e-3, 1e-2], latency_requests=6)
+    evaluate.main(params)
     # 3 grid runs (full fine-tuning of the pretrained encoder), adapters at each of their rates, frozen
     # features: the full row is the grid's kept run (5e-4, best on validation), not a 4th full fit
     assert [(f[0], f[2] if f[0] != "adapters" else f[3]) for f in fits] == [
@@ -74,6 +77,31 @@ def test_full_row_is_the_lr_grids_run_and_rows_are_timed_on_their_own_models(tmp
     assert "| full fine-tuning | 0.489 |" in md and "| 0.0005 (chosen) | 2.0 | 9.0 |" in md
     assert "batch 1, 6 requests" in md and "Adapters minus full fine-tuning" in md
     assert not list((tmp_path / "evaluate").glob(".evaluate-*"))  # every row's model deleted after
+    # MLflow gets each row's score and p50 under names without ':', and the margin
+    margin = m["modes_margin"]["adapters_minus_full"]
+    assert {k: v for k, v in logged.items() if k.startswith("modes.")} == {
+        "modes.finetune.score": full["score"], "modes.finetune.p50_ms": 2.0,
+        "modes.adapters.score": rows["adapters"]["score"], "modes.adapters.p50_ms": 3.0,
+        "modes.feature_extraction_last.score": rows["feature_extraction:last"]["score"],
+        "modes.feature_extraction_last.p50_ms": 4.0}
+    assert logged["modes_margin.adapters_minus_full.test"] == margin["test"]
+    assert not [k for k in logged if ":" in k]
+    # and the headline (metrics/evaluate.json) carries the same rows and the margin
+    from bertops.stages import headline
+
+    top = headline.headline("evaluate", params)
+    assert top["modes"]["feature_extraction_last"] == {"score": round(rows["feature_extraction:last"]["score"], 4),
+                                                       "p50_ms": 4.0}
+    assert set(top["modes"]) == {"finetune", "adapters", "feature_extraction_last"}
+    assert top["adapters_minus_full"] == {"test": round(margin["test"], 4),
+                                          "validation": round(margin["validation"], 4)}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def test_full_row_is_fitted_when_the_grid_run_is_another_layer_choice(tmp_path, fits):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -79,6 +80,32 @@ def test_each_stage_headline_is_a_few_numbers_from_its_detail(tmp_path, params):
                                "teacher_params": 2000, "steps": 7}
     assert written["finetune"] == tmp_path / "metrics/finetune.json"
     assert headline.write("register", params, root=tmp_path) is None
+
+
+def test_evaluate_headline_has_each_mode_rows_score_and_latency_and_the_adapters_margin(tmp_path, params):
+    rows = [{"variant": "finetune", "score": 0.461234, "latency_ms": {"p50_ms": 5.6789, "p95_ms": 9.0}},
+            {"variant": "adapters", "score": 0.392111, "latency_ms": {"p50_ms": 6.5, "p95_ms": 9.9}},
+            {"variant": "feature_extraction:last", "score": 0.3633, "latency_ms": {"p50_ms": 3.3, "p95_ms": 4.0}},
+            {"variant": "student", "score": 0.48, "latency_ms": None}]  # not timed: no p50 key
+    _write(tmp_path / "evaluate/metrics.json", {
+        "mean_score": 0.3, "pipeline": {"a": {"score": {"mean": 0.4}}}, "modes": rows,
+        "modes_margin": {"adapters_minus_full": {"test": -0.069123, "validation": -0.01, "adapters_lr": 0.005,
+                                                 "full_lr": 0.001}}})
+    read = json.loads(headline.write("evaluate", params, root=tmp_path).read_text())
+    assert read["modes"] == {"finetune": {"score": 0.4612, "p50_ms": 5.68},
+                             "adapters": {"score": 0.3921, "p50_ms": 6.5},
+                             "feature_extraction_last": {"score": 0.3633, "p50_ms": 3.3}, "student": {"score": 0.48}}
+    assert read["adapters_minus_full"] == {"test": -0.0691, "validation": -0.01}
+    # every key DVC and MLflow (on every OS) accept: no ':' (DVC's `file:key`), MLflow's characters
+    keys = [".".join(k) for k in _paths(read)]
+    assert all(re.fullmatch(r"[\w./ -]+", k) for k in keys), keys
+    # without mode rows: neither key
+    _write(tmp_path / "evaluate/metrics.json", {"mean_score": 0.3, "pipeline": {}, "modes": [], "modes_margin": {}})
+    assert not {"modes", "adapters_minus_full"} & set(headline.headline("evaluate", params))
+
+
+def _paths(d: dict, prefix: tuple = ()) -> list[tuple]:
+    return [p for k, v in d.items() for p in (_paths(v, (*prefix, k)) if isinstance(v, dict) else [(*prefix, k)])]
 
 
 def test_a_missing_detail_file_is_named(tmp_path, params):

@@ -14,6 +14,7 @@ and its CPU latency at batch 1 (bertops.evaluate.latency); and the distill stage
     fit_all(params, ft, names, init_dir, work, seed, tasks, lrs, grids, reuse) -> [(name, model dirs, fit result)]
     score_all(fitted, score, task_types, task_metric, latency) -> {"rows", "markdown", "margin"}   (the test split)
     margin(rows) -> adapters - full fine-tuning, on test and on validation
+    row_metrics(rows) -> {metric_name(variant): {"score", "p50_ms"}}: the rows' numbers for MLflow and DVC
     report_lines(scored, seed, latency_conditions) -> the report's lines for that table
     run(...): fit_all then score_all
 
@@ -227,6 +228,22 @@ def margin(rows: list[dict]) -> dict:
     return {"adapters_minus_full": {"test": a["score"] - f["score"],
                                     "validation": a["validation_score"] - f["validation_score"],
                                     "adapters_lr": a.get("lr"), "full_lr": f.get("lr")}}
+
+
+def metric_name(name: str) -> str:
+    """Variant `name` as a metric key valid for MLflow (on every OS) and DVC (whose `file:key`
+    syntax reserves ':'): "feature_extraction:last" -> "feature_extraction_last"."""
+    return name.replace(":", "_")
+
+
+def row_metrics(rows: list[dict]) -> dict:
+    """The numbers each row is compared by, keyed by metric_name: {name: {"score": test score,
+    "p50_ms": batch-1 p50 latency (absent when not measured)}}."""
+    out = {}
+    for r in rows:
+        lat = r.get("latency_ms") or {}
+        out[metric_name(r["variant"])] = {"score": r["score"], **({"p50_ms": lat["p50_ms"]} if lat else {})}
+    return out
 
 
 def report_lines(scored: dict, seed: int, latency_conditions: Mapping | None = None) -> list[str]:

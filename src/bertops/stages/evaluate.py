@@ -339,8 +339,11 @@ def _write_plots(plots_dir: Path, specs: dict[str, TaskSpec], pipeline_preds: di
 
 def _numeric(metrics: dict) -> dict:
     """metrics.json's numbers for MLflow (nested dicts are flattened there, strings and lists dropped):
-    the verdict's differences and intervals, the chosen rates, the TF-IDF C."""
-    out = {k: v for k, v in metrics.items() if k not in ("verdict", "seeds", "split", "lr_selection")}
+    the verdict's differences and intervals, the chosen rates, the TF-IDF C, each mode row's test
+    score and batch-1 p50 latency (modes.<metric_name>.score / .p50_ms: no ':' in a metric name)."""
+    out = {k: v for k, v in metrics.items() if k not in ("verdict", "seeds", "split", "lr_selection", "modes")}
+    if metrics.get("modes"):
+        out["modes"] = modes.row_metrics(metrics["modes"])
     v = metrics.get("verdict") or {}
     if v:
         out["verdict"] = {"mean_score": v["mean_score"], "wins": v["wins"], "ties": v["ties"],
