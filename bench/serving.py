@@ -22,14 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
-from argparse import Namespace
 from pathlib import Path
 
 from bertops.env import apply_offline_env
@@ -82,46 +78,25 @@ def _measure(call, rows: list[list], args) -> dict:
     return {"p50": statistics.median(lat), "p95": _percentile(lat, 95), "rows_s": rate}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _http(local: Path, rows: list[list], args) -> dict:
-    from bertops.cli import serve_command
+    from bertops.cli import scoring_server
+    from bertops.errors import BertopsError
 
-    port = _free_port()
-    cmd, env = serve_command(Namespace(model_uri=str(local), host="127.0.0.1", port=port))
-    env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    threads = str(args.threads)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"bench: the scoring server for {local} did not start")
-            try:
-                with urllib.request.urlopen(url + "/ping", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.3)
+        with scoring_server(str(local), env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}) as (url, _):
 
-        def call(batch):
-            body = json.dumps({"dataframe_split": {"columns": COLUMNS, "data": batch}}).encode()
-            req = urllib.request.Request(url + "/invocations", data=body, headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=120) as r:
-                assert r.status == 200
-                r.read()
+            def call(batch):
+                body = json.dumps({"dataframe_split": {"columns": COLUMNS, "data": batch}}).encode()
+                req = urllib.request.Request(url + "/invocations", data=body,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=120) as r:
+                    assert r.status == 200
+                    r.read()
 
-        return _measure(call, rows, args)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            return _measure(call, rows, args)
+    except BertopsError as e:
+        raise SystemExit(f"bench: {e}") from None
 
 
 def main(argv=None) -> int:

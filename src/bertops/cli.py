@@ -12,10 +12,13 @@ so `bertops --help` stays instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from bertops.env import apply_offline_env
@@ -123,6 +126,51 @@ def serve_command(args) -> tuple[list[str], dict[str, str]]:
     cmd = [mlflow_bin, "models", "serve", "-m", args.model_uri, "--env-manager", "local",
            "--host", args.host, "--port", str(args.port), "--workers", "1"]
     return cmd, env
+
+
+@contextlib.contextmanager
+def scoring_server(model_uri: str, env: dict[str, str] | None = None, log=None,
+                   timeout: float = 180.0) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`bertops serve`'s scoring server for model_uri on a free loopback port, started here and
+    stopped on exit (its whole process group: mlflow's CLI and the uvicorn it starts): yields (base
+    url, process) once GET /ping answers. env: variables added to the server's environment; log: an
+    open file for its output (default: discarded). A server that exits or does not answer within
+    `timeout` s raises BertopsError."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd, server_env = serve_command(argparse.Namespace(model_uri=model_uri, host="127.0.0.1", port=port))
+    out = log if log is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, env={**server_env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise BertopsError(f"the scoring server for {model_uri} exited with {proc.returncode} "
+                                   "before answering")
+            if time.monotonic() > deadline:
+                raise BertopsError(f"the scoring server for {model_uri} did not answer {url}/ping in {timeout:g} s")
+            try:
+                with urllib.request.urlopen(url + "/ping", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.3)
+        yield url, proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the group is gone already
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _cmd_serve(args) -> int:

@@ -12,19 +12,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from argparse import Namespace
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from bertops.model.multitask import MAX_REQUEST_CHARS, MAX_ROWS_PER_REQUEST, MAX_TEXT_CHARS
-from tests.helpers import free_port, wait_http
 from tests.integration.test_served_model import save_served_model
 
 pytestmark = pytest.mark.slow
@@ -107,30 +103,18 @@ def _post(url: str, body, timeout: float = 60) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(base url, the in-process model) for `bertops serve`'s command on the saved model."""
-    from bertops.cli import serve_command
+    from bertops.cli import scoring_server
+    from bertops.errors import BertopsError
 
     tmp = tmp_path_factory.mktemp("serve")
     model, mlmodel = save_served_model(tmp)
-    port = free_port()
-    cmd, env = serve_command(Namespace(model_uri=str(mlmodel), host="127.0.0.1", port=port))
-    env["MLFLOW_TRACKING_URI"] = (tmp / "mlruns").as_uri()  # nothing written to the project
-    log = open(tmp / "server.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
+    env = {"MLFLOW_TRACKING_URI": (tmp / "mlruns").as_uri()}  # nothing written to the project
+    with open(tmp / "server.log", "w") as log:
         try:
-            wait_http(url + "/ping", timeout=120, proc=proc)
-        except (RuntimeError, TimeoutError) as e:
+            with scoring_server(str(mlmodel), env=env, log=log, timeout=120) as (url, proc):
+                yield url, model, proc, mlmodel
+        except BertopsError as e:
             pytest.fail(f"{e}\n{(tmp / 'server.log').read_text()[-3000:]}")
-        yield url, model, proc, mlmodel
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # mlflow's CLI and the uvicorn it started
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def _expected(model, row) -> tuple[str, float]:

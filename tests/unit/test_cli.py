@@ -118,3 +118,72 @@ def test_serve_command_keeps_the_callers_tracking_uri(monkeypatch):
     cmd, env = cli.serve_command(SimpleNamespace(model_uri="models:/m@champion", host="127.0.0.1", port=1))
     assert env["MLFLOW_TRACKING_URI"] == "sqlite:////somewhere/mlflow.db"
     assert cmd[cmd.index("-m") + 1] == "models:/m@champion"
+
+
+FAKE_SERVER = '''
+import http.server, os, subprocess, sys, time
+port, delay, pidfile = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])  # as uvicorn under mlflow
+open(pidfile, "w").write(str(child.pid))
+if delay < 0:
+    sys.exit(3)
+time.sleep(delay)  # not answering yet
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = os.environ.get("FAKE_VAR", "").encode() if self.path == "/env" else b"pong"
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped) is gone too
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _gone(pid: int, seconds: float = 10.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def test_scoring_server_waits_for_ping_and_stops_its_whole_process_group(tmp_path, monkeypatch):
+    """bertops.cli.scoring_server (bench/serving.py and the serving tests start servers with it): it
+    yields once /ping answers, with the extra environment, and on exit stops the server and the
+    processes it started; a server that exits first is named."""
+    import urllib.request
+
+    script, pidfile = tmp_path / "server.py", tmp_path / "child.pid"
+    script.write_text(FAKE_SERVER)
+    timing = {"delay": 1.0}  # the server answers 1 s after it starts
+
+    def fake_serve_command(args):
+        return ([sys.executable, str(script), str(args.port), str(timing["delay"]), str(pidfile)],
+                dict(os.environ))
+
+    monkeypatch.setattr(cli, "serve_command", fake_serve_command)
+    with cli.scoring_server("models:/m@champion", env={"FAKE_VAR": "set"}, timeout=60) as (url, proc):
+        with urllib.request.urlopen(url + "/ping", timeout=5) as r:  # answers at once: not yielded early
+            assert r.status == 200
+        with urllib.request.urlopen(url + "/env", timeout=5) as r:
+            assert r.read() == b"set"
+        child = int(pidfile.read_text())
+        assert _alive(child)
+    assert proc.poll() is not None and _gone(child)  # the server and the process it started
+
+    timing["delay"] = -1  # exits with 3 before answering
+    with pytest.raises(cli.BertopsError, match="models:/m@champion exited with 3"):
+        with cli.scoring_server("models:/m@champion", timeout=60):
+            pass
+    assert _gone(int(pidfile.read_text()))
