@@ -108,7 +108,9 @@ class MultiTaskModule(L.LightningModule):
         from transformers import get_linear_schedule_with_warmup
 
         ft = self.ft
-        opt = torch.optim.AdamW(param_groups(self.model, ft))
+        # foreach: torch defaults to it on CUDA only; on CPU the per-parameter loop was ~8% of a tiny
+        # encoder's fine-tuning step (4x slower than foreach, bench: 2 cores). Same update.
+        opt = torch.optim.AdamW(param_groups(self.model, ft), foreach=True)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = get_linear_schedule_with_warmup(opt, int(ft.warmup_ratio * total), total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
