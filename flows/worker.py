@@ -122,7 +122,8 @@ def run_on_worker(stage: str, deployment: str, root: str, overrides: dict[str, A
     commit = dispatch_commit(root, overrides)
     push_with_run_cache(root, log=log)  # the stage's inputs (upstream outputs, data) for the worker
     lock = Path(root, "dvc.lock")
-    fr = run_deployment(deployment, timeout=None, parameters={
+    # poll_interval: Prefect's default, 5 s, left the pipeline idle up to 5 s after each stage
+    fr = run_deployment(deployment, timeout=None, poll_interval=1, parameters={
         "stage": stage, "commit": commit, "overrides": overrides, "env": env,
         "lock": lock.read_text() if lock.exists() else None})
     if fr.state is None or not fr.state.is_completed():  # Failed, Crashed, Cancelled: fail this run

@@ -1,8 +1,7 @@
 """The scale-out stack (bertops.stack) for tests: started from nothing, stopped at the end.
 
-Use it from a test module:
-
-    from tests.stack_helpers import stack  # noqa: F401  (module-scoped fixture)
+Test modules under tests/integration get a running one from the `stack` fixture of
+tests/integration/conftest.py (one stack shared by the modules that use it):
 
     def test_x(stack):
         stack.env          # the client environment stack.env holds (MLFLOW_TRACKING_URI, ...)
@@ -76,13 +75,3 @@ def start_stack(prefix: str = "bertops-stack-", **config) -> RunningStack:
 def stop_stack(running: RunningStack) -> None:
     running.stack.down(purge=True, log=lambda msg: print(f"[stack] {msg}"))
     shutil.rmtree(running.state_dir.parent, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def stack():
-    """A whole stack (PostgreSQL, SeaweedFS, MLflow, Prefect) for this test module."""
-    running = start_stack()
-    try:
-        yield running
-    finally:
-        stop_stack(running)

@@ -1,4 +1,6 @@
-"""The scale-out stack (bertops.stack) on loopback, started from nothing and stopped by this module.
+"""The scale-out stack (bertops.stack) on loopback, started from nothing (the `stack` fixture of
+tests/integration/conftest.py, shared with test_worker_route.py, which then gets the stack as this
+module leaves it: restarted by the last test here, its data kept).
 
 PostgreSQL, SeaweedFS (S3), the MLflow server (basic auth, proxied artifacts) and the Prefect
 server (auth string, `gpu` pool): health, refusals, eight concurrent MLflow clients with no S3 keys,
@@ -19,15 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack_helpers import stack  # noqa: F401  (module-scoped fixture)
-
 pytestmark = pytest.mark.timeout(600)
 
 CLIENT_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "BERTOPS_S3_ENDPOINT_URL",
                "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
-def mlflow_client_env(stack, tmp_path) -> dict[str, str]:  # noqa: F811
+def mlflow_client_env(stack, tmp_path) -> dict[str, str]:
     """A client's environment: the tracking URI and credentials, no S3 key or endpoint at all."""
     env = {k: v for k, v in stack.client_env().items() if k not in CLIENT_KEYS}
     env.update(HOME=str(tmp_path), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
@@ -50,7 +50,7 @@ def status_of(url: str, auth: tuple[str, str] | None = None, host: str | None = 
         return e.code
 
 
-def test_stack_comes_up_healthy_on_loopback(stack):  # noqa: F811
+def test_stack_comes_up_healthy_on_loopback(stack):
     import psutil
 
     status = stack.stack.status()
@@ -75,14 +75,14 @@ def test_stack_comes_up_healthy_on_loopback(stack):  # noqa: F811
     assert stack.env["BERTOPS_CHECKPOINT_STORE"] == "s3://checkpoints/bertops"
 
 
-def test_up_again_starts_nothing(stack):  # noqa: F811
+def test_up_again_starts_nothing(stack):
     pids = stack.stack.pids()
     timings = stack.stack.up(log=lambda msg: None)
     assert not {"postgres", "objectstore", "mlflow", "prefect"} & set(timings)
     assert stack.stack.pids() == pids
 
 
-def test_mlflow_refuses_without_the_generated_password(stack):  # noqa: F811
+def test_mlflow_refuses_without_the_generated_password(stack):
     uri = stack.env["MLFLOW_TRACKING_URI"]
     url = f"{uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
     ours = (stack.env["MLFLOW_TRACKING_USERNAME"], stack.env["MLFLOW_TRACKING_PASSWORD"])
@@ -93,7 +93,7 @@ def test_mlflow_refuses_without_the_generated_password(stack):  # noqa: F811
     assert status_of(url, ours, host="attacker.example:80") == 403  # --allowed-hosts
 
 
-def test_prefect_refuses_without_the_auth_string_and_has_the_gpu_pool(stack):  # noqa: F811
+def test_prefect_refuses_without_the_auth_string_and_has_the_gpu_pool(stack):
     api = stack.env["PREFECT_API_URL"]
     user, _, password = stack.env["PREFECT_API_AUTH_STRING"].partition(":")
     assert status_of(f"{api}/work_pools/filter", method="POST", body=b"{}") == 401
@@ -105,7 +105,7 @@ def test_prefect_refuses_without_the_auth_string_and_has_the_gpu_pool(stack):  #
     assert (pool["type"], pool["concurrency_limit"]) == ("process", 1)
 
 
-def test_s3_refuses_a_wrong_key(stack):  # noqa: F811
+def test_s3_refuses_a_wrong_key(stack):
     from botocore.exceptions import ClientError
 
     store = stack.stack.objectstore
@@ -144,7 +144,7 @@ CLIENT = textwrap.dedent("""
 """)
 
 
-def test_eight_concurrent_clients_log_runs_and_artifacts_without_s3_keys(stack, tmp_path, monkeypatch):  # noqa: F811
+def test_eight_concurrent_clients_log_runs_and_artifacts_without_s3_keys(stack, tmp_path, monkeypatch):
     env = mlflow_client_env(stack, tmp_path)
     (tmp_path / "client.py").write_text(CLIENT)
     procs = [subprocess.Popen([sys.executable, "client.py", str(i)], cwd=tmp_path, env=env, text=True,
@@ -194,7 +194,7 @@ LOAD = textwrap.dedent("""
 """)
 
 
-def test_registered_model_loads_by_alias_from_another_directory(stack, tmp_path):  # noqa: F811
+def test_registered_model_loads_by_alias_from_another_directory(stack, tmp_path):
     env = mlflow_client_env(stack, tmp_path)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -210,18 +210,21 @@ def test_registered_model_loads_by_alias_from_another_directory(stack, tmp_path)
     assert any(k.endswith("/MLmodel") for k in keys), keys
 
 
-def test_champion_diff_on_the_server_with_its_credentials_only(stack, tmp_path):  # noqa: F811
+def test_champion_diff_on_the_server_with_its_credentials_only(stack, tmp_path):
     """`bertops champion-diff` (what CI runs) against the MLflow server: with the server's URI and
     credentials alone it answers (no champion of `bertops` on this server: said so, exit 0); with a
     wrong password it exits non-zero naming the server, instead of claiming there is no champion."""
+    from flows.pipeline import apply_overrides
     from tests.integration.test_champion_diff import _workspace
 
     root = _workspace(tmp_path / "ws", gate=0.5, test_score=0.4)
+    # a model name of its own: test_worker_route registers `bertops` on the same (shared) server
+    apply_overrides(root, {"register.model_name": "stack-champion-diff"})
     env = mlflow_client_env(stack, tmp_path)
     cmd = [str(Path(sys.executable).with_name("bertops")), "champion-diff", "--params", str(root / "params.yaml")]
     out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "**No champion yet**: no registered model 'bertops'" in out.stdout
+    assert "**No champion yet**: no registered model 'stack-champion-diff'" in out.stdout
     env["MLFLOW_TRACKING_PASSWORD"] += "x"
     out = subprocess.run(cmd, cwd=root, env={**env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}, capture_output=True,
                          text=True, timeout=300)
@@ -229,7 +232,7 @@ def test_champion_diff_on_the_server_with_its_credentials_only(stack, tmp_path):
     assert "No champion" not in out.stdout
 
 
-def test_dvc_remote_helper_pushes_to_the_bucket(stack, tmp_path):  # noqa: F811
+def test_dvc_remote_helper_pushes_to_the_bucket(stack, tmp_path):
     from bertops.stack import configure_dvc_remote
 
     env = {k: v for k, v in stack.client_env(HOME=str(tmp_path)).items() if not k.startswith("AWS_")}
@@ -265,7 +268,7 @@ STORE_CLIENT = textwrap.dedent("""
 """)
 
 
-def test_checkpoint_store_round_trip_through_s3_with_the_stack_env_only(stack, tmp_path):  # noqa: F811
+def test_checkpoint_store_round_trip_through_s3_with_the_stack_env_only(stack, tmp_path):
     """What a worker does with $BERTOPS_CHECKPOINT_STORE: stack.env's keys and AWS_ENDPOINT_URL_S3 are
     all s3fs needs to copy a checkpoint into the bucket and fetch it into another folder; a wrong key
     stops the fetch with a message naming the store."""
@@ -275,8 +278,9 @@ def test_checkpoint_store_round_trip_through_s3_with_the_stack_env_only(stack, t
                          capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1:] == ["fetched 7"], out.stdout + out.stderr[-3000:]
     assert (tmp_path / "b" / "last.ckpt").exists()
+    # this fingerprint's folder only: test_worker_route's checkpoints (same shared stack) have their own
     keys = [o["Key"] for o in stack.stack.objectstore.client().list_objects_v2(
-        Bucket="checkpoints", Prefix="bertops/").get("Contents", [])]
+        Bucket="checkpoints", Prefix="bertops/pretrain/fp-test/").get("Contents", [])]
     assert keys == ["bertops/pretrain/fp-test/last.ckpt"], keys
     env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
     out = subprocess.run([sys.executable, "-c", STORE_CLIENT, "fetch"], cwd=tmp_path, env=env,
@@ -285,7 +289,7 @@ def test_checkpoint_store_round_trip_through_s3_with_the_stack_env_only(stack, t
         out.stdout + out.stderr[-3000:]
 
 
-def test_down_leaves_no_process_running_and_up_again_keeps_the_data(stack, tmp_path, monkeypatch):  # noqa: F811
+def test_down_leaves_no_process_running_and_up_again_keeps_the_data(stack, tmp_path, monkeypatch):
     import mlflow
     import psutil
 

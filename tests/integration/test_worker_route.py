@@ -1,7 +1,8 @@
 """The training stages on a Prefect worker in its own clone; data only through the DVC remote.
 
-Set up from nothing: the stack (tests/stack_helpers.py: PostgreSQL, SeaweedFS S3, the MLflow server
-with basic auth and S3 artifacts, the Prefect server with its `gpu` process pool), the
+Set up from nothing: the stack (the `stack` fixture of tests/integration/conftest.py, shared with
+test_stack.py: PostgreSQL, SeaweedFS S3, the MLflow server with basic auth and S3 artifacts, the
+Prefect server with its `gpu` process pool), the
 `bertops-stage/gpu` deployment of prefect.yaml (`prefect deploy`), `prefect worker start --pool gpu`
 in a separate `git clone` of the orchestrator's project (no shared working directory: the clone has
 no data/ and no artifacts/), the stack's S3 bucket as the DVC remote of both. The pipeline flow runs
@@ -38,15 +39,15 @@ import yaml
 
 from tests.e2e.test_pipeline import TINY
 from tests.helpers import copy_repo_files, git_commit_all, venv_bin
-from tests.stack_helpers import stack  # noqa: F401  (the fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "bertops-stage/gpu"
 # given at run time (TINY commits 12 steps, a checkpoint every 6); enough steps after the first
-# checkpoint for the worker to be killed mid-pretraining
-OVERRIDE = {"pretrain.max_steps": 120, "pretrain.checkpoint_every_n_steps": 10}
+# checkpoint for the worker to be killed mid-pretraining (the kill comes within 0.2 s of that
+# checkpoint; the stage stops at the end of its batch: step 10 or 11, 30 steps short of the end)
+OVERRIDE = {"pretrain.max_steps": 40, "pretrain.checkpoint_every_n_steps": 10}
 SLIM_EVALUATE = {"evaluate.lr_grid": [], "evaluate.modes": [], "evaluate.bootstrap_samples": 100}  # 1 fine-tuning
 
 
@@ -163,7 +164,7 @@ def _kill_the_worker_mid_pretrain(route: Route) -> dict:
 
 
 @pytest.fixture(scope="module")
-def route(tmp_path_factory, real_data_dir, stack):  # noqa: F811 (the fixture)
+def route(tmp_path_factory, real_data_dir, stack):
     base = tmp_path_factory.mktemp("worker_route")
     orch, worker = base / "orchestrator", base / "worker"
     env = stack.client_env(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
@@ -319,7 +320,8 @@ def test_the_orchestrator_is_clean_and_the_triggered_nightly_run_runs_nothing(ro
     stage_runs = len(route.stage_flow_runs())
 
     out = _run([venv_bin("prefect"), "deployment", "run", "bertops-pipeline/nightly-retrain",
-                "--params", json.dumps({"overrides": OVERRIDE}), "--watch", "--watch-timeout", "600"],
+                "--params", json.dumps({"overrides": OVERRIDE}), "--watch", "--watch-interval", "1",
+                "--watch-timeout", "600"],
                route.orch, route.env)
     assert "Completed" in out.stdout + out.stderr, out.stdout[-3000:]
     # the runs called directly (the killed one, its rerun) and the triggered one; the schedule's

@@ -165,24 +165,27 @@ class Stack:
         self._check_ports_free([p for svc, ports in (("postgres", ["postgres"]), ("objectstore", weed_ports),
                                                      ("mlflow", ["mlflow"]), ("prefect", ["prefect"]))
                                 if running[svc] is None for p in ports])
-        if running["postgres"] is None:
-            t = time.monotonic()
-            if not self.postgres.initialised():
-                self.postgres.init()
-                timings["postgres_initdb"] = time.monotonic() - t
-            self.postgres.start(self.config.timeout)
-            timings["postgres"] = time.monotonic() - t
-            log(f"PostgreSQL    up in {timings['postgres']:.1f} s (127.0.0.1:{self.config.ports['postgres']})")
-        else:
-            log(f"PostgreSQL    already running (pid {running['postgres']})")
-        self.postgres.create_databases()
-        if running["objectstore"] is None:
-            t = time.monotonic()
-            self.objectstore.start(env, self.config.timeout)
-            timings["objectstore"] = time.monotonic() - t
-            log(f"SeaweedFS S3  up in {timings['objectstore']:.1f} s ({self.objectstore.endpoint})")
-        else:
-            log(f"SeaweedFS S3  already running (pid {running['objectstore']})")
+        with ThreadPoolExecutor(1) as pool:  # SeaweedFS starts while PostgreSQL does (neither needs the other)
+            weed = None
+            if running["objectstore"] is None:
+                weed = pool.submit(lambda: (time.monotonic(), self.objectstore.start(env, self.config.timeout)))
+            if running["postgres"] is None:
+                t = time.monotonic()
+                if not self.postgres.initialised():
+                    self.postgres.init()
+                    timings["postgres_initdb"] = time.monotonic() - t
+                self.postgres.start(self.config.timeout)
+                timings["postgres"] = time.monotonic() - t
+                log(f"PostgreSQL    up in {timings['postgres']:.1f} s (127.0.0.1:{self.config.ports['postgres']})")
+            else:
+                log(f"PostgreSQL    already running (pid {running['postgres']})")
+            self.postgres.create_databases()
+            if weed is not None:
+                t, _ = weed.result()
+                timings["objectstore"] = time.monotonic() - t
+                log(f"SeaweedFS S3  up in {timings['objectstore']:.1f} s ({self.objectstore.endpoint})")
+            else:
+                log(f"SeaweedFS S3  already running (pid {running['objectstore']})")
         jobs = {}
         with ThreadPoolExecutor(2) as pool:
             if running["mlflow"] is None:
@@ -214,15 +217,23 @@ class Stack:
         return timings
 
     def down(self, purge: bool = False, log=print) -> None:
-        """Stop every service by its pid (servers first, PostgreSQL last); purge removes all data."""
-        stopped = 0
-        for name, svc in (("Prefect server", self.prefect), ("MLflow server", self.mlflow),
-                          ("SeaweedFS", self.objectstore), ("PostgreSQL", self.postgres)):
-            if svc.pid() is not None:
-                t = time.monotonic()
-                svc.stop()
-                stopped += 1
-                log(f"{name} stopped in {time.monotonic() - t:.1f} s")
+        """Stop every service by its pid (the servers and SeaweedFS at once, PostgreSQL last); purge
+        removes all data."""
+        def stop(name, svc) -> str:
+            t = time.monotonic()
+            svc.stop()
+            return f"{name} stopped in {time.monotonic() - t:.1f} s"
+
+        servers = [(name, svc) for name, svc in (("Prefect server", self.prefect), ("MLflow server", self.mlflow),
+                                                 ("SeaweedFS", self.objectstore)) if svc.pid() is not None]
+        stopped = len(servers)
+        if servers:
+            with ThreadPoolExecutor(len(servers)) as pool:
+                for line in pool.map(lambda named: stop(*named), servers):
+                    log(line)
+        if self.postgres.pid() is not None:  # last: the servers use it until they stop
+            log(stop("PostgreSQL", self.postgres))
+            stopped += 1
         if not stopped:
             log(f"nothing was running ({self.state_dir})")
         if purge and self.state_dir.exists():
