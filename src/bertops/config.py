@@ -163,7 +163,7 @@ class AdapterParams(_Section):
 
     rank: int = Field(8, ge=1)
     alpha: float = Field(16.0, gt=0)  # the update is scaled by alpha / rank
-    dropout: float = Field(0.1, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
     # names (suffixes) of the encoder's Linear layers that get a LoRA update; "dense" is every
     # attention output, feed-forward and pooler layer of a BERT
     target_modules: list[str] = Field(default_factory=lambda: ["query", "value", "dense"], min_length=1)
@@ -188,7 +188,7 @@ class FinetuneParams(_Section):
     ] = "last"
     sampling: Literal["proportional", "temperature", "uniform"] = "temperature"
     temperature: float = Field(2.0, gt=0)
-    max_train_examples_per_task: int | None = 1000
+    max_train_examples_per_task: int | None = 800
     max_eval_examples_per_task: int | None = 400  # caps the selection and the gate examples each
     # of each task's validation split, by a stable hash of the example id: scored once on the kept
     # model for the registry gate; the rest chooses the kept epoch
@@ -218,7 +218,7 @@ class EvaluateParams(_Section):
     split: Literal["test", "validation"] = "test"
     # Every encoder is fine-tuned once per seed with the `finetune:` budget. With max_steps null,
     # the pretrained run whose seed equals the top-level `seed` is the pipeline's own model.
-    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [1234, 1235, 1236], min_length=1)
     baselines: list[Literal["majority", "random_init", "minilm", "tfidf"]] = Field(
         default_factory=lambda: ["majority", "random_init", "tfidf"])
     # fine-tuning lr chosen per encoder on validation (first seed, every grid value; then all seeds at
@@ -239,6 +239,9 @@ class EvaluateParams(_Section):
     # the adapters row's rate (finetune.adapters.learning_rate), chosen on validation like lr_grid;
     # empty or one value: finetune.adapters.learning_rate (or that value)
     adapters_lr_grid: list[float] = Field(default_factory=lambda: [5e-3, 1e-2])
+    # the frozen-features rows' head rate (finetune.head_learning_rate), chosen the same way; empty or
+    # one value: finetune.head_learning_rate (or that value)
+    frozen_lr_grid: list[float] = Field(default_factory=lambda: [2e-3, 2e-2])
     # the modes rows' CPU latency: this many batch-1 requests, in process, on latency_threads (0: off)
     latency_requests: int = Field(50, ge=0)
     latency_threads: int = Field(1, ge=1)
@@ -263,7 +266,7 @@ class PretrainParams(_Section):
     max_steps: int = Field(20000, ge=1)
     # wall-clock budget in seconds (or "HH:MM:SS"); training stops at max_time or max_steps, whichever
     # comes first, and the lr decays to zero at it (bertops.train.pretrain_schedule). None: steps only.
-    max_time: float | None = 420.0
+    max_time: float | None = 390.0
     dropout: float | None = Field(0.0, ge=0, lt=1)  # pretraining only (config.json keeps its own); None: config's
     batch_size: int = Field(32, ge=1)  # per device, per micro-batch
     eval_batch_size: int | None = None  # None: batch_size

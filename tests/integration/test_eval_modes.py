@@ -31,6 +31,7 @@ def test_evaluate_rows_full_adapters_frozen(tmp_path, real_data_dir, monkeypatch
         "evaluate.out_dir": str(tmp_path / "evaluate"), "evaluate.model_dir": str(tmp_path / "finetune" / "model"),
         "evaluate.pretrain_dir": str(encoder), "evaluate.seeds": [11], "evaluate.baselines": ["majority"],
         "evaluate.max_test_examples_per_task": 24, "evaluate.lr_grid": [], "evaluate.adapters_lr_grid": [],
+        "evaluate.frozen_lr_grid": [],
         "evaluate.latency_requests": 10,
         "evaluate.modes": ["finetune", "adapters", "feature_extraction:last", "student"],
         "distill.out_dir": str(tmp_path / "distill"), "distill.teacher_dir": str(tmp_path / "finetune" / "model"),

@@ -26,6 +26,8 @@ def fits(stub, monkeypatch):  # noqa: F811
         r = real(params, init_dir, out_dir, seed, random_init, tasks, loggers)
         if ft.mode == "adapters":  # the adapters' validation score by their rate: 1e-2 is best
             r["gate"]["score"] = {5e-3: 0.3, 1e-2: 0.55}.get(ft.adapters.learning_rate, 0.1)
+        if ft.mode == "feature_extraction" and ft.head_learning_rate == 2e-2:  # frozen: a higher head rate wins
+            r["gate"]["score"] = 0.45
         costs = {"trainable_pct": 1.0, "bytes_per_task": 10, "encoder_params": 10}
         return {**r, "model_dirs": {t: r["model_dir"] for t in tasks}, "costs": costs}
 
@@ -117,3 +119,18 @@ def test_full_row_is_fitted_when_the_grid_run_is_another_layer_choice(tmp_path, 
     m = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
     assert m["modes"][0]["latency_ms"] is None and m["modes_latency"] is None
     assert "p50 ms" not in (tmp_path / "evaluate" / "report.md").read_text()
+
+
+def test_frozen_features_row_takes_its_head_rate_from_its_own_grid(tmp_path, fits):
+    """evaluate.frozen_lr_grid: the frozen-features row is fitted at each head rate (its encoder rate
+    untouched) and keeps the best on validation, as the adapters' grid does."""
+    from bertops.stages import evaluate
+
+    evaluate.main(_params(tmp_path, lr_grid=[], seeds=[7], baselines=["majority"], modes=["feature_extraction:last"],
+                          frozen_lr_grid=[2e-3, 2e-2], latency_requests=0))
+    # (mode, feature_layers, encoder lr, adapters lr) per fit, then the head rate the stub saw
+    assert [f[:3] for f in fits] == [("feature_extraction", "last", 1e-3)] * 2
+    row = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())["modes"][0]
+    assert row["variant"] == "feature_extraction:last" and row["lr"] == 2e-2 and row["validation_score"] == 0.45
+    assert row["lr_selection"] == [{"lr": 2e-3, "validation_score": 0.4}, {"lr": 2e-2, "validation_score": 0.45}]
+    assert "| 0.02 (chosen) |" in (tmp_path / "evaluate" / "report.md").read_text()
