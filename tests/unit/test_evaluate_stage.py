@@ -265,6 +265,8 @@ def test_grid_run_at_the_pipelines_seed_and_rate_is_the_pipeline_model(tmp_path,
     # seed 7's test scores are the pipeline model's (4 of 5 right) when 1e-3 is kept, else the 2e-3 fit's
     # (2e-3 adds one error in the stub: 4 of 5 too), and seed 1's at 2e-3: 4 of 5; at 1e-3: 5 of 5
     assert m["pretrained"]["sentiment"]["accuracy"]["mean"] == pytest.approx(0.9 if chosen == 1e-3 else 0.8)
+    # the pipeline's model is scored on test once, also when the grid keeps it (3 tasks per model scored)
+    assert sum(e[:2] == ("predict", "test") for e in events) == 3 * (2 if chosen == 1e-3 else 3)
     assert (finetune / "model" / "config.json").exists() and (finetune / "model" / "wrong").read_text() == "1"
     assert (finetune / "metrics.json").exists() and (finetune / "logs" / "metrics.csv").exists()
     md = (tmp_path / "evaluate" / "report.md").read_text()

@@ -122,7 +122,10 @@ def run(params: Params) -> dict:
                     model_dirs, _ = fits.fit(params, ft, init_dir, run_dir, seed, random_init, tasks, choice.chosen)
                     seconds[name].append(time.perf_counter() - t0)
                     curves[label] = fits.read_curves(run_dir)
-                metrics, preds = _score(model_dirs, task_params, specs, ep.split)
+                if seed == ep.seeds[0] and choice.prefit_lr == choice.chosen:
+                    metrics, preds = pipeline_run, pipeline_preds  # the grid kept the pipeline's model: scored once
+                else:
+                    metrics, preds = _score(model_dirs, task_params, specs, ep.split)
                 runs[name].append(metrics)
                 test_runs[_key(model_dirs)] = metrics
                 _add_stats(stats[name], specs, primary, preds)
