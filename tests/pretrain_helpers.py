@@ -100,3 +100,16 @@ def tiny_pretrain_overrides(data_dir: str | Path, tok_dir: str | Path, out_dir: 
                  "pretrain.log_every_n_steps": 5, "pretrain.accelerator": "cpu", "pretrain.devices": 1}
     overrides.update({f"pretrain.{k}": v for k, v in pretrain.items()})
     return overrides
+
+
+def stop_at_step(step: int):
+    """A Lightning callback that stops training as a SIGTERM would at the end of step `step` (it sets
+    what Lightning's SIGTERM handler sets): the run checkpoints and exits like a preempted one."""
+    import lightning as L
+
+    class StopAt(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == step:
+                trainer._signal_connector.received_sigterm = True
+
+    return StopAt()

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from bertops.config import load_params
-from tests.pretrain_helpers import tiny_pretrain_overrides, write_tiny_pretraining_inputs
+from tests.pretrain_helpers import stop_at_step, tiny_pretrain_overrides, write_tiny_pretraining_inputs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -278,14 +278,6 @@ def test_time_budget_stops_at_the_deadline_and_a_resumed_run_keeps_its_schedule(
         def on_train_batch_end(self, *args):
             fake["now"] += 1.0
 
-    class StopAfter(L.Callback):
-        def __init__(self, step):
-            self.step = step
-
-        def on_train_batch_end(self, trainer, *args):
-            if trainer.global_step == self.step:
-                trainer._signal_connector.received_sigterm = True  # what Lightning's handler sets
-
     settings = {"max_steps": 500, "max_time": "0:12", "warmup_steps": 2, "checkpoint_every_n_steps": 1000,
                 "eval_every_n_steps": None, "log_every_n_steps": 1, "eval_max_batches": 2}
     ref_dir = tmp_path / "ref"
@@ -304,7 +296,7 @@ def test_time_budget_stops_at_the_deadline_and_a_resumed_run_keeps_its_schedule(
     run_dir = tmp_path / "run"
     params = tiny_params(run_dir, *inputs, **settings)
     with pytest.raises(SystemExit):
-        fit_pretraining(params, *inputs, run_dir / "pretrain", callbacks=[Tick(), StopAfter(5)])
+        fit_pretraining(params, *inputs, run_dir / "pretrain", callbacks=[Tick(), stop_at_step(5)])
     saved = torch.load(run_dir / "pretrain" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert saved["global_step"] == 5 and saved["bertops"]["train_seconds"] == pytest.approx(5.0)
     fake["now"] += 1000.0  # another process, another raw clock reading: only the elapsed time counts

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bertops.config import load_params
-from tests.pretrain_helpers import tiny_pretrain_overrides, write_tiny_pretraining_inputs
+from tests.pretrain_helpers import stop_at_step, tiny_pretrain_overrides, write_tiny_pretraining_inputs
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = {"max_steps": 12, "checkpoint_every_n_steps": 1000, "eval_every_n_steps": None,
@@ -26,16 +26,9 @@ def inputs(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_run_stopped_in_one_folder_resumes_in_another_through_the_store(inputs, tmp_path, monkeypatch):
-    import lightning as L
-
     from bertops.train.pretrain import fit_pretraining
 
     monkeypatch.setenv("BERTOPS_TRACKING", "off")
-
-    class StopAfter(L.Callback):
-        def on_train_batch_end(self, trainer, *args):
-            if trainer.global_step == 5:
-                trainer._signal_connector.received_sigterm = True  # what Lightning's SIGTERM handler sets
 
     store = tmp_path / "store"
 
@@ -45,7 +38,7 @@ def test_a_run_stopped_in_one_folder_resumes_in_another_through_the_store(inputs
         return fit_pretraining(params, *inputs, out, callbacks=list(callbacks), checkpoint_store=str(store))
 
     with pytest.raises(SystemExit):
-        run("machine-a", [StopAfter()])
+        run("machine-a", [stop_at_step(5)])
     [stored] = list((store / "pretrain").iterdir())  # one fingerprint
     assert torch.load(stored / "last.ckpt", weights_only=False)["global_step"] == 5
 
