@@ -88,3 +88,32 @@ def test_lineage_tags_read_dvc_files(tmp_path):
     assert len(tags["bertops.stage.pretrain"]) == 12
     assert tags["bertops.params_hash"] == registry.params_hash({"seed": 1})
     assert tags["bertops.params_hash"] != registry.params_hash({"seed": 2})
+
+
+def test_git_commit_is_dirty_for_code_changes_not_for_the_pipelines_own_outputs(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "src").mkdir()
+    for name in ("dvc.lock", "metrics/evaluate.json", "params.yaml", "src/code.py"):
+        (tmp_path / name).write_text("0\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "x")
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert registry._git_commit(tmp_path) == sha
+    # what every run rewrites: not a change to the code that ran (asked from a subfolder too)
+    (tmp_path / "dvc.lock").write_text("1\n")
+    (tmp_path / "metrics/evaluate.json").write_text("1\n")
+    assert registry._git_commit(tmp_path) == sha
+    assert registry._git_commit(tmp_path / "src") == sha
+    (tmp_path / "params.yaml").write_text("1\n")
+    assert registry._git_commit(tmp_path) == sha + "-dirty"
+    git("checkout", "--", "params.yaml")
+    (tmp_path / "src/code.py").write_text("1\n")
+    assert registry._git_commit(tmp_path / "src") == sha + "-dirty"

@@ -20,11 +20,19 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 GATE_TAG = "bertops.gate_value"
 
 
+# Tracked files the pipeline itself rewrites (DVC's lock file, the metrics DVC tracks): a run changes
+# them before register reads git's state, so they do not make the code "-dirty" (params.yaml does:
+# its hash is a tag of its own, but an edit not committed is still a change to the run's inputs).
+PIPELINE_OUTPUTS = ("dvc.lock", "metrics")
+
+
 def _git_commit(cwd: Path) -> str:
+    """HEAD's sha, with "-dirty" when a tracked file other than PIPELINE_OUTPUTS differs from it."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True).stdout.strip()
+        exclude = [f":(exclude,top){p}" for p in PIPELINE_OUTPUTS]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", *exclude],
+                               cwd=cwd, capture_output=True, text=True).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
