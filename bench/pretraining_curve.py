@@ -101,7 +101,7 @@ def finetune_score(work: Path, init_dir: str, random_init: bool, lr: float, seed
 
 def all_fits(work: Path, encoders: list[tuple[str, bool]], lrs, seeds, overrides, jobs: int) -> dict:
     """Every (encoder, random_init, lr, seed) fine-tuning, `jobs` at a time. On 2 CPU cores two 1-thread
-    fine-tunings of the tiny preset took ~65 s together, one 2-thread fine-tuning ~50-55 s: ~1.6x the
+    fine-tunings of the tiny preset took ~65 s together, one 2-thread `finetune` stage ~56 s: ~1.7x the
     throughput (small matmuls scale poorly over threads). Each fit is seeded, so its score does not
     depend on what runs beside it."""
     from concurrent.futures import ThreadPoolExecutor

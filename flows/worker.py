@@ -35,11 +35,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from bertops.stages.__main__ import RESTORE_ONLY_ENV  # the stage refuses to run (see the docstring)
+from bertops.tracking.registry import PIPELINE_OUTPUTS
 from flows.pipeline import StageFailed, _dvc, apply_overrides, run_dvc_stage, run_stage
 
-# Files a pipeline run itself changes in the orchestrator's workspace; anything else uncommitted
-# would not reach the worker, which checks out the commit.
-RUN_FILES = ("params.yaml", "dvc.lock", "metrics/")
+# Files a pipeline run itself changes in the orchestrator's workspace (its outputs, and params.yaml
+# for the overrides); anything else uncommitted would not reach the worker, which checks out the commit.
+RUN_FILES = ("params.yaml", *PIPELINE_OUTPUTS)
 
 
 class WorkerRouteError(RuntimeError):

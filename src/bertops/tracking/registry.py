@@ -23,7 +23,8 @@ GATE_TAG = "bertops.gate_value"
 # Tracked files the pipeline itself rewrites (DVC's lock file, the metrics DVC tracks): a run changes
 # them before register reads git's state, so they do not make the code "-dirty" (params.yaml does:
 # its hash is a tag of its own, but an edit not committed is still a change to the run's inputs).
-PIPELINE_OUTPUTS = ("dvc.lock", "metrics")
+# flows/worker.py's RUN_FILES builds on it.
+PIPELINE_OUTPUTS = ("dvc.lock", "metrics/")
 
 
 def _git_commit(cwd: Path) -> str:
