@@ -104,13 +104,17 @@ def all_fits(work: Path, encoders: list[tuple[str, bool]], lrs, seeds, overrides
     fine-tunings of the tiny preset took ~65 s together, one 2-thread `finetune` stage ~56 s: ~1.7x the
     throughput (small matmuls scale poorly over threads). Each fit is seeded, so its score does not
     depend on what runs beside it."""
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     keys = [(d, r, lr, s) for d, r in encoders for lr in lrs for s in seeds]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {k: pool.submit(finetune_score, work, *k, overrides, threads) for k in keys}
-        return {k: f.result() for k, f in futures.items()}
+        futures = {pool.submit(finetune_score, work, *k, overrides, threads): k for k in keys}
+        for done, f in enumerate(as_completed(futures), 1):  # a fit takes about a minute: say each one
+            d, r, lr, s = futures[f]
+            print(f"fine-tuning {done}/{len(keys)}: {Path(d).name} {'random init' if r else 'pretrained'} "
+                  f"lr {lr:g} seed {s}: validation {f.result()['validation']:.3f}", flush=True)
+        return {k: f.result() for f, k in futures.items()}
 
 
 def best_of_grid(fits: dict, init_dir, random_init, lrs, seeds) -> dict:
