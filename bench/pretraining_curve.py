@@ -165,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     # The pretraining run is the long part: its snapshots are recorded, and a rerun with the same budget,
     # fractions and overrides (e.g. after a failed or interrupted fine-tuning) reuses them.
     record = work / "snapshots.json"
+    # fine-tuning and evaluation keys do not change the pretraining
     key = {"budget": budget, "max_steps": args.max_steps, "fractions": sorted(set(args.fractions) | {1.0}),
-           "overrides": overrides}
+           "overrides": {k: v for k, v in overrides.items() if not k.startswith(("finetune.", "evaluate."))}}
     old = json.loads(record.read_text()) if record.is_file() and not args.fresh else {}
     if old.get("key") == key:
         snapshots = old["snapshots"]

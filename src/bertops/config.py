@@ -205,6 +205,8 @@ class FinetuneParams(_Section):
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     classifier_dropout: float = 0.1
+    # the encoder's hidden and attention dropout while fine-tuning; None: its config.json's
+    encoder_dropout: float | None = Field(None, ge=0.0, lt=1.0)
     gradient_clip_val: float = 1.0
     precision: Precision = "32-true"  # auto: bf16-mixed on a GPU (see params.yaml)
 

@@ -110,8 +110,13 @@ def test_feature_extraction_keeps_encoder_and_single_task_trains_each(real_data_
     assert heads["heads.code-entities.1.weight"].shape == (15, 64)  # concat of the 2 layers of 32
     assert set(r["metrics"]) == {"code-entities", "define-qa"}
 
-    params = real_params(real_data_dir, tmp_path, **{"finetune.mode": "single_task", "finetune.max_epochs": 1})
+    params = real_params(real_data_dir, tmp_path, **{"finetune.mode": "single_task", "finetune.max_epochs": 1,
+                                                    "finetune.encoder_dropout": 0.0})
     r = fit_multitask(params, str(tiny_encoder), tmp_path / "st", seed=3, tasks=["sentiment", "wic"])
+    # the encoder trained (and is saved) with finetune.encoder_dropout, not its checkpoint's 0.1
+    saved = json.loads((tmp_path / "st" / "model" / "wic" / "config.json").read_text())
+    assert json.loads((tiny_encoder / "config.json").read_text())["hidden_dropout_prob"] == 0.1
+    assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.0
     # one model per task under the same model dir the other modes use, routed by a manifest
     assert r["model_dir"] == str(tmp_path / "st" / "model")
     assert r["precision"] == "32-true"  # the stage records it in metrics.json for every mode

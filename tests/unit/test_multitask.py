@@ -69,6 +69,17 @@ def test_feature_extraction_trains_heads_and_layer_mix_only(encoder_dir):
     assert model.heads["sent"][1].weight.grad is not None
 
 
+@pytest.mark.parametrize("random_init", [False, True])
+def test_encoder_dropout_replaces_the_checkpoints(encoder_dir, random_init):
+    def rates(model):
+        return {m.p for m in model.encoder.modules() if isinstance(m, torch.nn.Dropout)}
+
+    assert rates(MultiTaskModel.build(encoder_dir, SPECS, random_init=random_init)) == {0.1}  # config.json's
+    model = MultiTaskModel.build(encoder_dir, SPECS, random_init=random_init, encoder_dropout=0.0)
+    assert rates(model) == {0.0}
+    assert model.encoder.config.hidden_dropout_prob == model.encoder.config.attention_probs_dropout_prob == 0.0
+
+
 def test_finetune_mode_uses_encoder_pooler_and_updates_encoder(encoder_dir):
     model = MultiTaskModel.build(encoder_dir, SPECS)
     assert model.use_encoder_pooler and model.pooler is None

@@ -296,9 +296,9 @@ def _fit(params: Params, names: list[str], init_dir: Path, out_dir: Path, model_
     L.seed_everything(seed, workers=True, verbose=False)
     specs = [T.TaskSpec.from_params(n, params.tasks[n]) for n in names]
     model = model if model is not None else MultiTaskModel.build(
-        init_dir, specs, random_init=random_init, feature_layers=ft.feature_layers,
-        freeze_encoder=ft.mode == "feature_extraction", classifier_dropout=ft.classifier_dropout,
-        adapters=adapter_settings(ft))
+        init_dir, specs, random_init=random_init, encoder_dropout=ft.encoder_dropout,
+        feature_layers=ft.feature_layers, freeze_encoder=ft.mode == "feature_extraction",
+        classifier_dropout=ft.classifier_dropout, adapters=adapter_settings(ft))
     pad_id = model.tokenizer.pad_token_id or 0
 
     train_features, eval_sets, gate_sets, n_train = {}, {}, {}, {}

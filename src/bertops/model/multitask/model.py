@@ -120,8 +120,9 @@ class MultiTaskModel(nn.Module):
 
     @classmethod
     def build(cls, encoder_dir: str | Path, tasks: Sequence[TaskSpec], random_init: bool = False,
-              **kwargs) -> MultiTaskModel:
-        """A fresh model from a HF BERT checkpoint dir (encoder + tokenizer files)."""
+              encoder_dropout: float | None = None, **kwargs) -> MultiTaskModel:
+        """A fresh model from a HF BERT checkpoint dir (encoder + tokenizer files); encoder_dropout
+        replaces its config's hidden and attention dropout (None: keep them)."""
         from transformers import AutoTokenizer, BertConfig, BertModel
 
         encoder_dir = Path(encoder_dir)
@@ -129,10 +130,12 @@ class MultiTaskModel(nn.Module):
             raise BertopsError(f"{encoder_dir}: not a Hugging Face model dir (no config.json); "
                                "run the pretrain stage or set finetune.init_dir")
         tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
+        dropout = ({} if encoder_dropout is None else
+                   {"hidden_dropout_prob": encoder_dropout, "attention_probs_dropout_prob": encoder_dropout})
         if random_init:
-            encoder = BertModel(BertConfig.from_pretrained(encoder_dir))
+            encoder = BertModel(BertConfig.from_pretrained(encoder_dir, **dropout))
         else:
-            encoder = BertModel.from_pretrained(encoder_dir)
+            encoder = BertModel.from_pretrained(encoder_dir, **dropout)
         return cls(encoder, tokenizer, tasks, **kwargs)
 
     def train(self, mode: bool = True) -> MultiTaskModel:
