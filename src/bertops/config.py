@@ -247,6 +247,8 @@ class EvaluateParams(_Section):
     # the modes rows' CPU latency: this many batch-1 requests, in process, on latency_threads (0: off)
     latency_requests: int = Field(50, ge=0)
     latency_threads: int = Field(1, ge=1)
+    # fine-tunings at once, in worker processes that split this one's CPU threads; 1: in process, in turn
+    jobs: int = Field(2, ge=1)
 
 
 ModelPreset = Literal["tiny", "mini", "small", "medium", "base", "large"]

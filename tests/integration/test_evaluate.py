@@ -65,6 +65,7 @@ def test_evaluate_stage_on_real_data(tmp_path, real_data_dir, monkeypatch):
         "evaluate.baselines": ["majority", "random_init", "tfidf"], "evaluate.max_test_examples_per_task": 40,
         "evaluate.lr_grid": [1e-3, 5e-3], "evaluate.bootstrap_samples": 300,
         "evaluate.modes": [],  # the fine-tuning-variant rows: tests/integration/test_eval_modes.py
+        "evaluate.jobs": 1,  # fits in this process, where the spies below see them (jobs 2: at the end)
     })
     params = load_params(_repo_params(), overrides)
     # the pipeline's model, as the finetune stage makes it (seed = top-level seed, CSV log in out_dir)
@@ -167,6 +168,26 @@ def test_evaluate_stage_on_real_data(tmp_path, real_data_dir, monkeypatch):
     assert runs["tags.bertops.pretraining_helps.sentiment"][0] == v["tasks"]["sentiment"]["outcome"]
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs["run_id"][0], "evaluate")}
     assert {"evaluate/report.md", "evaluate/metrics.json", "evaluate/plots"} <= arts
+
+    # the same stage with its fits in 2 worker processes (1 thread each): none in this process, and
+    # the same rates chosen and the same scores (the same seeds and data; tiny matmuls round alike)
+    import torch
+
+    if torch.get_num_threads() < 2:
+        return
+    n_events = len(events)
+    evaluate.run(load_params(_repo_params(), {**overrides, "evaluate.jobs": 2,
+                                               "evaluate.out_dir": str(tmp_path / "evaluate-jobs2")}))
+    assert not [e for e in events[n_events:] if e[0] == "fit"]
+    m2 = json.loads((tmp_path / "evaluate-jobs2" / "metrics.json").read_text())
+    for enc in ("pretrained", "random_init"):
+        sel, sel2 = m["lr_selection"][enc], m2["lr_selection"][enc]
+        assert sel2["chosen"] == sel["chosen"]
+        scores = [g["validation_score"] for g in sel["grid"]]
+        assert [g["validation_score"] for g in sel2["grid"]] == pytest.approx(scores)
+        for t in TASKS:
+            assert m2[enc][t]["score"] == pytest.approx(m[enc][t]["score"])
+    assert m2["verdict"]["mean_score"]["difference"] == pytest.approx(v["mean_score"]["difference"])
 
 
 def _repo_params():

@@ -112,7 +112,8 @@ def _params(tmp_path, **evaluate):
         "finetune": {"out_dir": str(tmp_path / "finetune"), "init_dir": str(pre), "max_steps": 50},
         "evaluate": {"out_dir": str(tmp_path / "evaluate"), "model_dir": str(model), "pretrain_dir": str(pre),
                      "seeds": [7, 1, 2], "baselines": ["majority", "random_init"], "max_steps": None,
-                     "lr_grid": [], "modes": [], "frozen_lr_grid": [], **evaluate},
+                     "lr_grid": [], "modes": [], "frozen_lr_grid": [],
+                     "jobs": 1, **evaluate},  # the stub fit_multitask lives in this process only
     })
 
 

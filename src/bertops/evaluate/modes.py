@@ -7,11 +7,11 @@ and its CPU latency at batch 1 (bertops.evaluate.latency); and the distill stage
 
     VARIANTS: the variant names `evaluate.modes` takes -> label and finetune overrides
     RATE_KEY: the learning rate each kind of variant trains with (a finetune key)
-    fit_variant(params, ft, name, init_dir, run_dir, seed, tasks, lr=None) -> ({task: model dir}, fit result)
-    choose_rate(params, ft, name, grid, init_dir, run_dir, seed, tasks) -> (dirs, fit result)
+    fit_variant(params, ft, name, init_dir, run_dir, seed, tasks, lr=None, fit=None) -> ({task: model dir}, fit result)
+    choose_rate(params, ft, name, grid, init_dir, run_dir, seed, tasks, fit=None) -> (dirs, fit result)
     row(name, fit_result, test_run, task_types, task_metric, latency_ms=None) -> dict
     render(rows) -> markdown table
-    fit_all(params, ft, names, init_dir, work, seed, tasks, lrs, grids, reuse) -> [(name, model dirs, fit result)]
+    fit_all(params, ft, names, init_dir, work, seed, tasks, lrs, grids, reuse, fit) -> [(name, model dirs, fit result)]
     score_all(fitted, score, task_types, task_metric, latency) -> {"rows", "markdown", "margin"}   (the test split)
     margin(rows) -> adapters - full fine-tuning, on test and on validation
     row_metrics(rows) -> {metric_name(variant): {"score", "p50_ms"}}: the rows' numbers for MLflow and DVC
@@ -80,20 +80,23 @@ def with_rate(ft, name: str, lr: float | None):
 
 
 def fit_variant(params, ft, name: str, init_dir: str | Path, run_dir: Path, seed: int,
-                tasks: list[str], lr: float | None = None) -> tuple[dict[str, Path], dict]:
+                tasks: list[str], lr: float | None = None, fit: Callable[..., dict] | None = None,
+                ) -> tuple[dict[str, Path], dict]:
     """Fine-tune `init_dir` in variant `name` with budget `ft` (the finetune section) at rate lr
-    (None: ft's). The fit result gains "lr": the rate it trained at."""
-    from bertops.train.finetune import fit_multitask
+    (None: ft's), with `fit` (fit_multitask's signature; None: fit_multitask here). The fit result
+    gains "lr": the rate it trained at."""
+    if fit is None:
+        from bertops.train.finetune import fit_multitask as fit
 
     _, overrides = variant(name)
     ft = with_rate(ft, name, lr)
     run_params = params.model_copy(update={"finetune": ft.model_copy(update=overrides)})
-    result = fit_multitask(run_params, init_dir, run_dir, seed, tasks=tasks, loggers=None)
+    result = fit(run_params, init_dir, run_dir, seed, tasks=tasks, loggers=None)
     return {t: Path(d) for t, d in result["model_dirs"].items()}, {**result, "lr": rate(ft, name)}
 
 
 def choose_rate(params, ft, name: str, grid: list[float], init_dir: str | Path, run_dir: Path, seed: int,
-                tasks: list[str]) -> tuple[dict[str, Path], dict]:
+                tasks: list[str], fit: Callable[..., dict] | None = None) -> tuple[dict[str, Path], dict]:
     """Fit variant `name` at every rate of `grid` and keep the best on the validation gate score
     (ties: the first rate; bertops.evaluate.rates); the others are deleted. The kept fit result gains
     "lr_selection": [{"lr", "validation_score"}] in grid order."""
@@ -101,7 +104,7 @@ def choose_rate(params, ft, name: str, grid: list[float], init_dir: str | Path, 
 
     def fit_at(lr: float):
         d = Path(run_dir) / f"lr{lr:g}"
-        return (*fit_variant(params, ft, name, init_dir, d, seed, tasks, lr), d)
+        return (*fit_variant(params, ft, name, init_dir, d, seed, tasks, lr, fit), d)
 
     sel = rates.choose(grid, fit_at)
     return sel.model_dirs, {**sel.result, "lr_selection": sel.lr_selection()}
@@ -159,12 +162,12 @@ def render(rows: list[dict], tasks: list[str] | None = None) -> str:
 def fit_all(params, ft, names: list[str], init_dir: str | Path, work: Path, seed: int, tasks: list[str],
             lrs: Mapping[str, float] | None = None, grids: Mapping[str, list[float]] | None = None,
             reuse: Mapping[str, tuple[dict[str, Path], dict]] | None = None,
-            ) -> list[tuple[str, dict[str, Path], dict]]:
+            fit: Callable[..., dict] | None = None) -> list[tuple[str, dict[str, Path], dict]]:
     """Fine-tune each variant in `names` at one seed (train and validation splits only):
     [(name, {task: model dir}, fit result)]. lrs: {variant: its rate} (default: ft's);
     grids: {variant: rates} fitted each, the best on validation kept (2+ rates; `choose_rate`);
     reuse: {variant: (dirs, fit result)} already fitted elsewhere (the evaluate stage's lr-grid run
-    of full fine-tuning), taken as they are, not fitted again."""
+    of full fine-tuning), taken as they are, not fitted again. fit: as in fit_variant."""
     out = []
     for name in names:
         run_dir = Path(work) / name.replace(":", "-")
@@ -174,10 +177,10 @@ def fit_all(params, ft, names: list[str], init_dir: str | Path, work: Path, seed
         elif reuse and name in reuse:
             out.append((name, *reuse[name]))
         elif len(grid) > 1:
-            out.append((name, *choose_rate(params, ft, name, grid, init_dir, run_dir, seed, tasks)))
+            out.append((name, *choose_rate(params, ft, name, grid, init_dir, run_dir, seed, tasks, fit)))
         else:
             lr = grid[0] if grid else (lrs or {}).get(name)
-            out.append((name, *fit_variant(params, ft, name, init_dir, run_dir, seed, tasks, lr)))
+            out.append((name, *fit_variant(params, ft, name, init_dir, run_dir, seed, tasks, lr, fit)))
     return out
 
 

@@ -30,7 +30,6 @@ import random
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 from bertops import tracking
@@ -81,18 +80,20 @@ def run(params: Params) -> dict:
     out_dir = Path(ep.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=out_dir))
+    pool = fits.FitPool(ep.jobs)
     try:
         notes: list[str] = []
         ft = fits.finetune_budget(params)
         reuse_pipeline = (ep.max_steps is None and not pf.random_init
                           and _same_path(pf.init_dir, ep.pretrain_dir))
         encoders = fits.encoders(params, notes)
-        # 1. each encoder's learning rate, chosen on validation: train and validation splits only
-        choices = fits.choose_lrs(params, ft, encoders, work / "fits", tasks,
-                                  prefit=_pipeline_prefit(params) if reuse_pipeline else None)
-        # our encoder fully fine-tuned (maybe the grid's run) / with adapters / as frozen features
-        mode_fits = fits.mode_fits(params, ft, choices, work / "modes", tasks)
+        # 1. each encoder's learning rate, chosen on validation (train and validation splits only),
+        # and our encoder fully fine-tuned (maybe the grid's run) / with adapters / as frozen features
+        choices, mode_fits = fits.grids_and_modes(params, ft, encoders, work, tasks,
+                                                  _pipeline_prefit(params) if reuse_pipeline else None, pool)
         kept = {d for _, dirs, _ in mode_fits for d in dirs.values()}  # deleted after their row is scored
+        # every seed's fit at its encoder's chosen rate (before anything reads the test split)
+        seed_fits = fits.seed_fits(params, ft, encoders, choices, reuse_pipeline, tasks, work, pool)
 
         # 2. the test split (or its fixed sample), scored once per model; nothing below chooses
         task_params = _limited_task_params(params, tasks, work / "data")
@@ -102,25 +103,22 @@ def run(params: Params) -> dict:
         stats: dict[str, dict[str, list]] = {}  # encoder -> task -> per seed (N, 2) example stats
         curves: dict[str, dict] = {}  # run label -> read_metrics_csv series
         seconds: dict[str, list[float]] = {}
-        for name, (init_dir, random_init) in encoders.items():
+        for name in encoders:
             choice = choices[name]
             runs[name], seconds[name], stats[name] = [], list(choice.seconds), {t: [] for t in tasks}
             for seed in ep.seeds:
                 label = f"{name} seed {seed}"
-                if seed == ep.seeds[0] and choice.model_dirs is not None:
-                    model_dirs, curves[label] = choice.model_dirs, choice.curves  # the grid's run
-                elif (name == "pretrained" and reuse_pipeline and seed == params.seed
-                      and choice.chosen == pf.learning_rate):
+                source = fits.seed_source(params, name, seed, choice, reuse_pipeline)
+                if source == "grid":
+                    model_dirs, curves[label] = choice.model_dirs, choice.curves
+                elif source == "pipeline":
                     runs[name].append(pipeline_run)
                     _add_stats(stats[name], specs, primary, pipeline_preds)
                     curves[label] = fits.read_curves(Path(pf.out_dir))
                     continue
                 else:
-                    log.info("evaluate: fine-tuning %s at lr %g", label, choice.chosen)
-                    t0 = time.perf_counter()
-                    run_dir = work / name / f"seed{seed}"
-                    model_dirs, _ = fits.fit(params, ft, init_dir, run_dir, seed, random_init, tasks, choice.chosen)
-                    seconds[name].append(time.perf_counter() - t0)
+                    model_dirs, run_dir, fit_seconds = seed_fits[(name, seed)]
+                    seconds[name].append(fit_seconds)
                     curves[label] = fits.read_curves(run_dir)
                 if seed == ep.seeds[0] and choice.prefit_lr == choice.chosen:
                     metrics, preds = pipeline_run, pipeline_preds  # the grid kept the pipeline's model: scored once
@@ -172,6 +170,7 @@ def run(params: Params) -> dict:
         write_text(out_dir / "report.md", md)
         write_json(out_dir / "metrics.json", metrics)
     finally:
+        pool.close()
         shutil.rmtree(work, ignore_errors=True)
     # wall times go to MLflow only: metrics.json and report.md stay byte-identical across reruns,
     # except the modes rows' latency (what serving each costs on this machine, measured here)

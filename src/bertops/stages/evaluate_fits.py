@@ -17,6 +17,11 @@ best head rate of evaluate.frozen_lr_grid (a linear head on fixed features wants
 heads trained along with their encoder: at 75 steps a code-entities head at 2e-3 learnt only the
 `O` prior, F1 0, against 0.066 at 3e-2).
 
+`FitPool` runs these fine-tunings `evaluate.jobs` at a time in worker processes, the CPU threads
+split among them: on 2 CPU cores two 1-thread fits do ~1.7x the work of one 2-thread fit (small
+matmuls scale poorly over threads). Independent chains of fits (each encoder's rate grid, the modes'
+grids, the seeds) then run side by side; with jobs 1 every fit runs in this process, in order.
+
 `Prefit` is a fine-tuning the pipeline already made (the finetune stage's model): the grid's run at
 its seed and rate is that model, hard-linked into the grid's folder rather than fitted again (with
 evaluate.seeds[0] equal to the top-level seed and finetune.learning_rate in the grid, one fit of
@@ -27,9 +32,12 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +89,66 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def _worker_threads(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # a spawned worker: torch is not imported yet
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _fit_multitask(*args, **kwargs) -> dict:
+    from bertops.train.finetune import fit_multitask
+
+    return fit_multitask(*args, **kwargs)
+
+
+class FitPool:
+    """Fine-tunings (bertops.train.finetune.fit_multitask) in `jobs` spawned worker processes with the
+    threads of this one (torch.get_num_threads()) split among them; jobs 1 (or 1 thread): in this
+    process. `concurrently` runs independent chains of fits side by side (threads that wait on the
+    workers), or one after another without workers. Use as a context manager."""
+
+    def __init__(self, jobs: int):
+        import torch
+
+        total = torch.get_num_threads()
+        self.jobs = max(1, min(jobs, total))
+        self._pool = None
+        if self.jobs > 1:
+            # spawn, not fork: this process may hold threads (MLflow, torch) that fork would copy mid-state
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_worker_threads, initargs=(total // self.jobs,))
+
+    def __enter__(self) -> FitPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def call(self, fn: Callable, *args, **kwargs):
+        """fn(*args, **kwargs) in a worker (fn and its arguments picklable), or here without workers."""
+        if self._pool is None:
+            return fn(*args, **kwargs)
+        return self._pool.submit(fn, *args, **kwargs).result()
+
+    def fit_multitask(self, *args, **kwargs) -> dict:
+        return self.call(_fit_multitask, *args, **kwargs)
+
+    def concurrently(self, chains: Sequence[Callable[[], object]]) -> list:
+        """[chain() for chain in chains], side by side when there are workers (each chain's fits go
+        through this pool); the first error is raised once every chain has stopped."""
+        if self._pool is None or len(chains) < 2:
+            return [chain() for chain in chains]
+        with ThreadPoolExecutor(len(chains)) as threads:
+            futures = [threads.submit(chain) for chain in chains]
+            return [f.result() for f in futures]
+
+
 def finetune_budget(params: Params):
     """The `finetune:` section every compared encoder is fine-tuned with: unchanged, or capped at
     evaluate.max_steps (then spread over max_epochs shorter epochs: validation, which picks the
@@ -114,10 +182,9 @@ def lr_grid(params: Params, ft) -> list[float]:
 
 
 def fit(params: Params, ft, init_dir: str, run_dir: Path, seed: int, random_init: bool,
-        tasks: list[str], lr: float) -> tuple[dict[str, Path], dict]:
+        tasks: list[str], lr: float, pool: FitPool | None = None) -> tuple[dict[str, Path], dict]:
     """Fine-tune one encoder at one seed and encoder rate: ({task: model dir}, fit_multitask's result)."""
-    from bertops.train.finetune import fit_multitask
-
+    fit_multitask = pool.fit_multitask if pool is not None else _fit_multitask
     ft_params = params.model_copy(update={"finetune": ft.model_copy(update={"learning_rate": lr})})
     # loggers=None: a CSV log in run_dir only; baseline runs stay out of the stage's MLflow run
     result = fit_multitask(ft_params, init_dir, run_dir, seed, random_init=random_init, tasks=tasks,
@@ -135,22 +202,23 @@ def read_curves(run_dir: Path) -> dict:
 
 
 def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path,
-               tasks: list[str], prefit: dict[str, Prefit] | None = None) -> dict[str, Choice]:
+               tasks: list[str], prefit: dict[str, Prefit] | None = None,
+               pool: FitPool | None = None) -> dict[str, Choice]:
     """Each encoder's rate: with a grid of 2+ rates, fine-tune at each (first seed) and keep the one
     with the best validation (gate) score, ties to the first in the grid; else the one rate.
-    prefit: {encoder: a run that stands for its fit at that seed and rate} (not fitted again)."""
+    prefit: {encoder: a run that stands for its fit at that seed and rate} (not fitted again).
+    pool: fits through it, each encoder's grid a chain of its own."""
     grid = lr_grid(params, ft)
     if len(grid) == 1:
         return {name: Choice(chosen=grid[0]) for name in encs}
     seed = params.evaluate.seeds[0]
-    out = {}
-    for name, (init_dir, random_init) in encs.items():
+
+    def choose_one(name: str, init_dir: str, random_init: bool) -> Choice:
         seconds: list[float] = []
         pre = (prefit or {}).get(name)
         prefit_lr = pre.lr if pre is not None and pre.seed == seed and pre.lr in grid else None
 
-        def fit_at(lr: float, name=name, init_dir=init_dir, random_init=random_init, pre=pre,
-                   prefit_lr=prefit_lr, seconds=seconds):
+        def fit_at(lr: float):
             run_dir = work / name / f"lr{lr:g}-seed{seed}"
             if pre is not None and lr == prefit_lr:
                 log.info("evaluate: %s seed %s at lr %g is the pipeline's model (%s; not fitted again)",
@@ -158,18 +226,49 @@ def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path
                 return (*pre.link_into(run_dir), run_dir)
             log.info("evaluate: fine-tuning %s seed %s at lr %g (rate selection)", name, seed, lr)
             t0 = time.perf_counter()
-            dirs, result = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, lr)
+            dirs, result = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, lr, pool)
             seconds.append(time.perf_counter() - t0)
             return dirs, result, run_dir
 
         sel = rates.choose(grid, fit_at)
-        out[name] = Choice(chosen=sel.lr, model_dirs=sel.model_dirs, curves=read_curves(sel.run_dir),
-                           seconds=seconds, prefit_lr=prefit_lr,
-                           result={**sel.result, "lr": sel.lr, "lr_selection": sel.lr_selection()},
-                           grid=[{**g, "selection_score": r.get("score")} for g, r in zip(sel.grid, sel.results)])
         log.info("evaluate: %s: lr %g chosen on validation (%s)", name, sel.lr,
                  ", ".join(f"{g['lr']:g}: {g['validation_score']:.3f}" for g in sel.grid))
-    return out
+        return Choice(chosen=sel.lr, model_dirs=sel.model_dirs, curves=read_curves(sel.run_dir),
+                      seconds=seconds, prefit_lr=prefit_lr,
+                      result={**sel.result, "lr": sel.lr, "lr_selection": sel.lr_selection()},
+                      grid=[{**g, "selection_score": r.get("score")} for g, r in zip(sel.grid, sel.results)])
+
+    chains = [lambda name=name, enc=enc: choose_one(name, *enc) for name, enc in encs.items()]
+    return dict(zip(encs, (pool or FitPool(1)).concurrently(chains)))
+
+
+def seed_source(params: Params, name: str, seed: int, choice: Choice, reuse_pipeline: bool) -> str:
+    """Where an encoder's run at `seed` comes from: "grid" (the first seed's kept rate-grid run),
+    "pipeline" (the finetune stage's model: same encoder, seed and rate) or "fit"."""
+    if seed == params.evaluate.seeds[0] and choice.model_dirs is not None:
+        return "grid"
+    if (name == "pretrained" and reuse_pipeline and seed == params.seed
+            and choice.chosen == params.finetune.learning_rate):
+        return "pipeline"
+    return "fit"
+
+
+def seed_fits(params: Params, ft, encoders: dict[str, tuple[str, bool]], choices: dict[str, Choice],
+               reuse_pipeline: bool, tasks: list[str], work: Path, pool: FitPool) -> dict[tuple, tuple]:
+    """{(encoder, seed): (model dirs, run dir, seconds)} of the seeds that need a fit: not the first
+    seed's grid run, nor the pipeline's model (its seed and rate), each a chain of the pool."""
+    todo = [(name, seed) for name in encoders for seed in params.evaluate.seeds
+            if seed_source(params, name, seed, choices[name], reuse_pipeline) == "fit"]
+
+    def fit_one(name: str, seed: int) -> tuple:
+        init_dir, random_init = encoders[name]
+        log.info("evaluate: fine-tuning %s seed %s at lr %g", name, seed, choices[name].chosen)
+        t0 = time.perf_counter()
+        run_dir = work / name / f"seed{seed}"
+        model_dirs, _ = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, choices[name].chosen, pool)
+        return model_dirs, run_dir, time.perf_counter() - t0
+
+    return dict(zip(todo, pool.concurrently([lambda k=k: fit_one(*k) for k in todo])))
 
 
 def full_row_run(ft, choice: Choice) -> tuple[dict[str, Path], dict] | None:
@@ -181,17 +280,36 @@ def full_row_run(ft, choice: Choice) -> tuple[dict[str, Path], dict] | None:
     return choice.model_dirs, choice.result
 
 
-def mode_fits(params: Params, ft, choices: dict[str, Choice], work: Path, tasks: list[str]) -> list[tuple]:
-    """bertops.evaluate.modes.fit_all for evaluate.modes at the first seed (see the module docstring)."""
+def mode_fits(params: Params, ft, choices: dict[str, Choice] | None, work: Path, tasks: list[str],
+              names: list[str] | None = None, pool: FitPool | None = None) -> list[tuple]:
+    """bertops.evaluate.modes.fit_all for `names` (default evaluate.modes) at the first seed (see the
+    module docstring); only the "finetune" row needs `choices`."""
     from bertops.evaluate import modes
 
     ep = params.evaluate
-    pretrained = choices["pretrained"]
-    reuse = {}
-    if "finetune" in ep.modes and (run := full_row_run(ft, pretrained)) is not None:
-        reuse["finetune"] = run
-        log.info("evaluate: the full fine-tuning row is the lr grid's kept run (not fitted again)")
+    names = list(ep.modes) if names is None else names
+    reuse, lrs = {}, {}
+    if "finetune" in names:
+        pretrained = choices["pretrained"]
+        lrs["finetune"] = pretrained.chosen
+        if (run := full_row_run(ft, pretrained)) is not None:
+            reuse["finetune"] = run
+            log.info("evaluate: the full fine-tuning row is the lr grid's kept run (not fitted again)")
     grids = {"adapters": list(ep.adapters_lr_grid),
-             **{name: list(ep.frozen_lr_grid) for name in ep.modes if name.startswith("feature_extraction")}}
-    return modes.fit_all(params, ft, list(ep.modes), ep.pretrain_dir, work, ep.seeds[0], tasks,
-                         lrs={"finetune": pretrained.chosen}, grids=grids, reuse=reuse)
+             **{name: list(ep.frozen_lr_grid) for name in names if name.startswith("feature_extraction")}}
+    return modes.fit_all(params, ft, names, ep.pretrain_dir, work, ep.seeds[0], tasks, lrs=lrs, grids=grids,
+                         reuse=reuse, fit=pool.fit_multitask if pool is not None else None)
+
+
+def grids_and_modes(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path, tasks: list[str],
+                    prefit: dict[str, Prefit] | None, pool: FitPool) -> tuple[dict[str, Choice], list[tuple]]:
+    """choose_lrs and mode_fits: the modes rows that do not wait for the encoder's rate (all but
+    "finetune") are fitted alongside the rate grids; the results as those two functions give them."""
+    names = list(params.evaluate.modes)
+    early = [n for n in names if n != "finetune"]
+    choices, fitted = pool.concurrently([
+        lambda: choose_lrs(params, ft, encs, work / "fits", tasks, prefit=prefit, pool=pool),
+        lambda: mode_fits(params, ft, None, work / "modes", tasks, names=early, pool=pool)])
+    if "finetune" in names:
+        fitted += mode_fits(params, ft, choices, work / "modes", tasks, names=["finetune"], pool=pool)
+    return choices, sorted(fitted, key=lambda f: names.index(f[0]))
