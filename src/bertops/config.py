@@ -270,7 +270,7 @@ class PretrainParams(_Section):
     max_steps: int = Field(20000, ge=1)
     # wall-clock budget in seconds (or "HH:MM:SS"); training stops at max_time or max_steps, whichever
     # comes first, and the lr decays to zero at it (bertops.train.pretrain_schedule). None: steps only.
-    max_time: float | None = 390.0
+    max_time: float | None = 440.0
     dropout: float | None = Field(0.0, ge=0, lt=1)  # pretraining only (config.json keeps its own); None: config's
     batch_size: int = Field(32, ge=1)  # per device, per micro-batch
     eval_batch_size: int | None = None  # None: batch_size
