@@ -198,7 +198,7 @@ class FinetuneParams(_Section):
     max_epochs: int = 3
     max_steps: int = -1  # -1: no cap beyond max_epochs
     steps_per_epoch: int | None = None  # None: one pass over every task's batches
-    learning_rate: float = 1e-3  # encoder
+    learning_rate: float = 2e-3  # encoder
     head_learning_rate: float = 2e-3  # task heads (and the layer mix), freshly initialised
     # layer-wise lr decay of the encoder (ELECTRA: 0.8): embeddings lr*d**L, layer i lr*d**(L-1-i); None: off
     layer_lr_decay: float | None = Field(None, gt=0, le=1)

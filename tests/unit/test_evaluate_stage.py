@@ -109,7 +109,9 @@ def _params(tmp_path, **evaluate):
                               "label_field": "ner_tags", "labels": ["class", "method"], "metric": "f1"},
             "define-qa": {"type": "extractive_qa", "path": str(data / "define-qa"), "metric": "f1"},
         },
-        "finetune": {"out_dir": str(tmp_path / "finetune"), "init_dir": str(pre), "max_steps": 50},
+        # the pipeline's rate fixed here (not the default): the stub's scores and the tests depend on it
+        "finetune": {"out_dir": str(tmp_path / "finetune"), "init_dir": str(pre), "max_steps": 50,
+                     "learning_rate": 1e-3},
         "evaluate": {"out_dir": str(tmp_path / "evaluate"), "model_dir": str(model), "pretrain_dir": str(pre),
                      "seeds": [7, 1, 2], "baselines": ["majority", "random_init"], "max_steps": None,
                      "lr_grid": [], "modes": [], "frozen_lr_grid": [],
