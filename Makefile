@@ -59,7 +59,7 @@ lint: install
 	$(BIN)/ruff check src flows tests bench
 
 test: install system-deps lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15  # the slowest tests: the suite aims at < 20 min on 2 cores
 
 ui: install
 	$(BIN)/mlflow server --host 127.0.0.1 --port 5000 --workers 1 \
