@@ -281,13 +281,12 @@ def full_row_run(ft, choice: Choice) -> tuple[dict[str, Path], dict] | None:
 
 
 def mode_fits(params: Params, ft, choices: dict[str, Choice] | None, work: Path, tasks: list[str],
-              names: list[str] | None = None, pool: FitPool | None = None) -> list[tuple]:
-    """bertops.evaluate.modes.fit_all for `names` (default evaluate.modes) at the first seed (see the
+              names: list[str], pool: FitPool | None = None) -> list[tuple]:
+    """bertops.evaluate.modes.fit_all for `names` (of evaluate.modes) at the first seed (see the
     module docstring); only the "finetune" row needs `choices`."""
     from bertops.evaluate import modes
 
     ep = params.evaluate
-    names = list(ep.modes) if names is None else names
     reuse, lrs = {}, {}
     if "finetune" in names:
         pretrained = choices["pretrained"]
