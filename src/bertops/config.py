@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -226,6 +226,9 @@ class EvaluateParams(_Section):
     # fine-tuning lr chosen per encoder on validation (first seed, every grid value; then all seeds at
     # the chosen one). Empty or one value: finetune.learning_rate (or that value) for every encoder.
     lr_grid: list[float] = Field(default_factory=lambda: [1e-3, 2e-3])
+    # the encoder's fine-tuning dropout, chosen with the rate (every rate x every value; None: the
+    # checkpoint's config). Empty or one value: finetune.encoder_dropout (or that value) for every encoder.
+    encoder_dropout_grid: list[Annotated[float, Field(ge=0.0, lt=1.0)] | None] = Field(default_factory=list)
     bootstrap_samples: int = Field(1000, ge=100)  # paired bootstrap of pretrained - random_init
     # CPU budget for the comparison: caps training steps for EVERY encoder compared (pretrained
     # included, then retrained at every seed), so the budget stays the same for all.

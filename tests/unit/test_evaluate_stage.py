@@ -20,6 +20,8 @@ NER_TEST = [{"id": "n0", "tokens": ["Use", "Model", "here"], "ner_tags": ["O", "
 # the rate that is best on validation is the worst on test, so a choice that peeked at test would differ
 VALIDATION = {False: {5e-4: 0.6, 1e-3: 0.4, 2e-3: 0.5}, True: {5e-4: 0.3, 1e-3: 0.2, 2e-3: 0.35}}
 TEST_WRONG = {5e-4: 1, 2e-3: 1}
+# validation gain of fine-tuning encoder dropout 0 (None: the checkpoint's), per random_init
+DROPOUT_GAIN = {False: {0.0: 0.2}, True: {0.0: -0.1}}
 events: list[tuple] = []
 QA_TEST = [{"id": "q0", "title": "x", "question": "Which word means: a dog?", "context": "The hound barked.",
             "answers": {"text": ["hound"], "answer_start": [4]}}]
@@ -35,10 +37,10 @@ def stub(tmp_path, monkeypatch):
     events.clear()
 
     def fit_multitask(params, init_dir, out_dir, seed, random_init=False, tasks=None, loggers=None):
-        lr = params.finetune.learning_rate
+        lr, dropout = params.finetune.learning_rate, params.finetune.encoder_dropout
         calls.append({"init_dir": init_dir, "seed": seed, "random_init": random_init,
                       "max_steps": params.finetune.max_steps, "tasks": tasks,
-                      "steps_per_epoch": params.finetune.steps_per_epoch, "lr": lr})
+                      "steps_per_epoch": params.finetune.steps_per_epoch, "lr": lr, "dropout": dropout})
         events.append(("fit", "random_init" if random_init else init_dir, seed, lr))
         model = Path(out_dir) / "model"
         model.mkdir(parents=True)
@@ -50,7 +52,7 @@ def stub(tmp_path, monkeypatch):
         logs.mkdir()
         (logs / "metrics.csv").write_text("epoch,step,train/loss,val/sentiment/accuracy\n"
                                           "0,4,0.9,\n0,9,,0.7\n")
-        val = VALIDATION[random_init].get(lr, 0.5)
+        val = VALIDATION[random_init].get(lr, 0.5) + DROPOUT_GAIN[random_init].get(dropout, 0.0)
         return {"model_dir": str(model), "score": val + 0.01, "gate": {"score": val}}
 
     def predict_split(model_dir, task_params, split, task_name):
@@ -275,6 +277,39 @@ def test_grid_run_at_the_pipelines_seed_and_rate_is_the_pipeline_model(tmp_path,
     md = (tmp_path / "evaluate" / "report.md").read_text()
     assert "its run at seed 7, lr 0.001 in the rate grid is the pipeline model itself" in md
     assert not list((tmp_path / "evaluate").glob(".evaluate-*"))
+
+
+def test_dropout_is_chosen_with_the_rate_per_encoder_and_the_pipeline_run_matches_both(tmp_path, stub):
+    """evaluate.encoder_dropout_grid: every rate x every dropout at the first seed, each encoder its own
+    best on validation; the pipeline's model stands only for the point of its rate *and* dropout."""
+    from bertops.stages import evaluate
+
+    params = _params(tmp_path, lr_grid=[1e-3, 2e-3], encoder_dropout_grid=[None, 0.0], seeds=[7, 1],
+                     baselines=["random_init"])
+    params = params.model_copy(update={"finetune": params.finetune.model_copy(update={"encoder_dropout": 0.0})})
+    finetune = tmp_path / "finetune"
+    write_json(finetune / "metrics.json", {"score": 0.5, "gate": {"score": 0.45},
+                                           "model_dirs": {t: str(finetune / "model") for t in params.tasks}})
+    evaluate.main(params)
+    # pretrained: (1e-3, 0) is the pipeline's model (finetune.encoder_dropout 0), not fitted; (1e-3,
+    # config) is; dropout 0 gains 0.2 on validation for it (the stub) and loses 0.1 for random init
+    assert [(c["random_init"], c["seed"], c["lr"], c["dropout"]) for c in stub] == [
+        (False, 7, 1e-3, None), (False, 7, 2e-3, None), (False, 7, 2e-3, 0.0),
+        (True, 7, 1e-3, None), (True, 7, 2e-3, None), (True, 7, 1e-3, 0.0), (True, 7, 2e-3, 0.0),
+        (False, 1, 2e-3, 0.0), (True, 1, 2e-3, None)]
+    sel = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())["lr_selection"]
+    assert {k: (v["chosen"], v["encoder_dropout"]) for k, v in sel.items()} == {
+        "pretrained": (2e-3, 0.0), "random_init": (2e-3, None)}
+    assert [(g["lr"], g["encoder_dropout"], g["validation_score"]) for g in sel["pretrained"]["grid"]] == [
+        (1e-3, None, 0.4), (2e-3, None, 0.5), (1e-3, 0.0, 0.45), (2e-3, 0.0, pytest.approx(0.7))]
+    md = (tmp_path / "evaluate" / "report.md").read_text()
+    assert ("| encoder | lr 0.001, dropout config | lr 0.002, dropout config | lr 0.001, dropout 0 | "
+            "lr 0.002, dropout 0 | chosen |") in md
+    assert "| pretrained | 0.400 | 0.500 | 0.450 | **0.700** | 0.002, dropout 0 |" in md
+    assert "| random-init | 0.200 | **0.350** | 0.100 | 0.250 | 0.002, dropout config |" in md
+    assert "pretrained 0.002 (dropout 0), random_init 0.002 (dropout config)" in md
+    # the pipeline's model (kept nowhere) is scored on test once, as the pipeline row only
+    assert sum(e[:2] == ("predict", "test") for e in events) == 3 * 5
 
 
 def test_one_rate_grid_is_todays_protocol_at_that_rate(tmp_path, stub):

@@ -24,7 +24,7 @@ def test_best_validation_score_is_kept_ties_to_the_first_and_the_others_deleted(
     fit, fitted = _fitter(tmp_path, {1e-3: 0.4, 2e-3: 0.7, 5e-3: 0.7, 1e-2: 0.1})
     sel = rates.choose([1e-3, 2e-3, 5e-3, 1e-2], fit)
     assert fitted == [1e-3, 2e-3, 5e-3, 1e-2]
-    assert sel.lr == 2e-3 and sel.run_dir == tmp_path / "lr0.002"  # tie with 5e-3: the first
+    assert sel.point == 2e-3 and sel.run_dir == tmp_path / "lr0.002"  # tie with 5e-3: the first
     assert sel.model_dirs == {"a": tmp_path / "lr0.002" / "model"} and sel.result["gate"]["score"] == 0.7
     assert sel.lr_selection() == [{"lr": 1e-3, "validation_score": 0.4}, {"lr": 2e-3, "validation_score": 0.7},
                                   {"lr": 5e-3, "validation_score": 0.7}, {"lr": 1e-2, "validation_score": 0.1}]

@@ -143,16 +143,30 @@ def verdict_table(verdict: Mapping, aggregates: Mapping[str, Mapping], pretraine
     return "\n".join(lines)
 
 
+def dropout_str(dropout: float | None) -> str:
+    """A fine-tuning encoder dropout as the report and run folders name it (None: the checkpoint's)."""
+    return "config" if dropout is None else f"{dropout:g}"
+
+
 def lr_table(selection: Mapping[str, Mapping]) -> str:
-    """The fine-tuning rates tried per encoder: validation score of each, the chosen one in bold."""
-    rates = list(dict.fromkeys(g["lr"] for s in selection.values() for g in s["grid"]))
-    lines = ["| encoder | " + " | ".join(f"lr {lr:g}" for lr in rates) + " | chosen |",
-             "|---|" + "---|" * (len(rates) + 1)]
+    """The fine-tuning rates (and encoder dropouts, when chosen too) tried per encoder: validation
+    score of each, the chosen one in bold."""
+    def point(g: Mapping) -> tuple:
+        return (g["lr"], dropout_str(g["encoder_dropout"])) if "encoder_dropout" in g else (g["lr"],)
+
+    def label(p: tuple) -> str:
+        return f"lr {p[0]:g}" + (f", dropout {p[1]}" if len(p) > 1 else "")
+
+    points = list(dict.fromkeys(point(g) for s in selection.values() for g in s["grid"]))
+    lines = ["| encoder | " + " | ".join(label(p) for p in points) + " | chosen |",
+             "|---|" + "---|" * (len(points) + 1)]
     for name, s in selection.items():
-        by_lr = {g["lr"]: g["validation_score"] for g in s["grid"]}
-        cells = [(f"**{by_lr[lr]:.3f}**" if lr == s["chosen"] else f"{by_lr[lr]:.3f}") if lr in by_lr else ""
-                 for lr in rates]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['chosen']:g} |")
+        by_point = {point(g): g["validation_score"] for g in s["grid"]}
+        chosen = point({"lr": s["chosen"], **({"encoder_dropout": s["encoder_dropout"]}
+                                              if "encoder_dropout" in s else {})})
+        cells = [(f"**{by_point[p]:.3f}**" if p == chosen else f"{by_point[p]:.3f}") if p in by_point else ""
+                 for p in points]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {label(chosen).removeprefix('lr ')} |")
     return "\n".join(lines)
 
 

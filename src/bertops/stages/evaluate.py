@@ -120,7 +120,7 @@ def run(params: Params) -> dict:
                     model_dirs, run_dir, fit_seconds = seed_fits[(name, seed)]
                     seconds[name].append(fit_seconds)
                     curves[label] = fits.read_curves(run_dir)
-                if seed == ep.seeds[0] and choice.prefit_lr == choice.chosen:
+                if seed == ep.seeds[0] and choice.prefit_kept:
                     metrics, preds = pipeline_run, pipeline_preds  # the grid kept the pipeline's model: scored once
                 else:
                     metrics, preds = _score(model_dirs, task_params, specs, ep.split)
@@ -298,7 +298,8 @@ def _pipeline_prefit(params: Params) -> dict[str, fits.Prefit]:
     metrics = Path(pf.out_dir, "metrics.json")
     if not metrics.exists() or not _same_path(params.evaluate.model_dir, str(Path(pf.out_dir, "model"))):
         return {}
-    return {"pretrained": fits.Prefit(seed=params.seed, lr=pf.learning_rate, out_dir=Path(pf.out_dir),
+    return {"pretrained": fits.Prefit(seed=params.seed, lr=pf.learning_rate, dropout=pf.encoder_dropout,
+                                      out_dir=Path(pf.out_dir),
                                       result=json.loads(metrics.read_text()))}
 
 

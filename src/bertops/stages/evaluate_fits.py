@@ -1,8 +1,9 @@
 """The fine-tunings of stage `evaluate`: which encoders, at what budget, and each encoder's
-learning rate chosen on validation.
+learning rate (and, with `evaluate.encoder_dropout_grid`, fine-tuning dropout) chosen on validation.
 
-`choose_lrs` fine-tunes every encoder at every `evaluate.lr_grid` rate at the first seed, with
-the same step budget, and keeps the rate whose model scores best on the validation gate examples
+`choose_lrs` fine-tunes every encoder at every `evaluate.lr_grid` rate (times every
+`evaluate.encoder_dropout_grid` value) at the first seed, with the same step budget, and keeps the
+point whose model scores best on the validation gate examples
 (the part of each task's validation split that did not choose the kept epoch; see
 bertops.train.finetune.validation_parts). It reads the train and validation splits only: the test
 split is scored later, by the stage, on models whose rate is already fixed. The model of the
@@ -49,18 +50,23 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Choice:
-    """One encoder's learning rate: the grid's validation scores and the kept first-seed run."""
+    """One encoder's learning rate and fine-tuning dropout: the grid's validation scores and the kept
+    first-seed run."""
 
-    chosen: float
-    grid: list[dict] = field(default_factory=list)  # [{"lr", "validation_score", "selection_score"}]
+    chosen: float  # the encoder learning rate
+    dropout: float | None = None  # its fine-tuning encoder dropout (finetune.encoder_dropout; None: config's)
+    dropout_chosen: bool = False  # the dropout came from a grid of 2+ values
+    grid: list[dict] = field(default_factory=list)  # [{"lr", ["encoder_dropout"], "validation_score", ...}]
     model_dirs: dict[str, Path] | None = None  # the chosen rate's first-seed model (None: no grid)
     curves: dict = field(default_factory=dict)  # its read_metrics_csv series
     seconds: list[float] = field(default_factory=list)
     result: dict | None = None  # the kept run's fit_multitask result
     prefit_lr: float | None = None  # the grid's rate whose run was a Prefit (not fitted here)
+    prefit_kept: bool = False  # that run is the kept one
 
     def summary(self) -> dict:
-        return {"chosen": self.chosen, "grid": self.grid}
+        out = {"chosen": self.chosen, "grid": self.grid}
+        return {**out, "encoder_dropout": self.dropout} if self.dropout_chosen else out
 
 
 @dataclass
@@ -70,6 +76,7 @@ class Prefit:
 
     seed: int
     lr: float
+    dropout: float | None  # its finetune.encoder_dropout
     out_dir: Path
     result: dict  # its metrics.json: gate, score, costs, model_dirs, ...
 
@@ -181,11 +188,19 @@ def lr_grid(params: Params, ft) -> list[float]:
     return list(dict.fromkeys(params.evaluate.lr_grid)) or [ft.learning_rate]
 
 
+def dropout_grid(params: Params, ft) -> list[float | None]:
+    """The fine-tuning encoder dropouts tried: evaluate.encoder_dropout_grid, or finetune's one."""
+    return list(dict.fromkeys(params.evaluate.encoder_dropout_grid)) or [ft.encoder_dropout]
+
+
 def fit(params: Params, ft, init_dir: str, run_dir: Path, seed: int, random_init: bool,
-        tasks: list[str], lr: float, pool: FitPool | None = None) -> tuple[dict[str, Path], dict]:
-    """Fine-tune one encoder at one seed and encoder rate: ({task: model dir}, fit_multitask's result)."""
+        tasks: list[str], lr: float, dropout: float | None,
+        pool: FitPool | None = None) -> tuple[dict[str, Path], dict]:
+    """Fine-tune one encoder at one seed, encoder rate and encoder dropout: ({task: model dir},
+    fit_multitask's result)."""
     fit_multitask = pool.fit_multitask if pool is not None else _fit_multitask
-    ft_params = params.model_copy(update={"finetune": ft.model_copy(update={"learning_rate": lr})})
+    ft_params = params.model_copy(update={"finetune": ft.model_copy(
+        update={"learning_rate": lr, "encoder_dropout": dropout})})
     # loggers=None: a CSV log in run_dir only; baseline runs stay out of the stage's MLflow run
     result = fit_multitask(ft_params, init_dir, run_dir, seed, random_init=random_init, tasks=tasks,
                            loggers=None)
@@ -204,38 +219,54 @@ def read_curves(run_dir: Path) -> dict:
 def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path,
                tasks: list[str], prefit: dict[str, Prefit] | None = None,
                pool: FitPool | None = None) -> dict[str, Choice]:
-    """Each encoder's rate: with a grid of 2+ rates, fine-tune at each (first seed) and keep the one
-    with the best validation (gate) score, ties to the first in the grid; else the one rate.
-    prefit: {encoder: a run that stands for its fit at that seed and rate} (not fitted again).
-    pool: fits through it, each encoder's grid a chain of its own."""
-    grid = lr_grid(params, ft)
-    if len(grid) == 1:
-        return {name: Choice(chosen=grid[0]) for name in encs}
+    """Each encoder's rate and dropout: with a grid of 2+ points (evaluate.lr_grid x
+    evaluate.encoder_dropout_grid, the dropout varying slowest), fine-tune at each (first seed) and
+    keep the one with the best validation (gate) score, ties to the first in the grid; else the one
+    point. prefit: {encoder: a run that stands for its fit at that seed, rate and dropout} (not fitted
+    again). pool: fits through it, each encoder's grid a chain of its own."""
+    grid, dropouts = lr_grid(params, ft), dropout_grid(params, ft)
+    points = [(lr, d) for d in dropouts for lr in grid]
+    if len(points) == 1:
+        return {name: Choice(chosen=grid[0], dropout=dropouts[0]) for name in encs}
     seed = params.evaluate.seeds[0]
+    vary_dropout = len(dropouts) > 1
+
+    def describe(point: tuple) -> dict:
+        return {"lr": point[0], "encoder_dropout": point[1]} if vary_dropout else {"lr": point[0]}
+
+    def label(point: tuple) -> str:
+        lr, d = point
+        return f"lr {lr:g}" + (f", dropout {report.dropout_str(d)}" if vary_dropout else "")
 
     def choose_one(name: str, init_dir: str, random_init: bool) -> Choice:
         seconds: list[float] = []
         pre = (prefit or {}).get(name)
-        prefit_lr = pre.lr if pre is not None and pre.seed == seed and pre.lr in grid else None
+        pre_point = (pre.lr, pre.dropout) if pre is not None and pre.seed == seed else None
+        prefit_point = pre_point if pre_point in points else None
 
-        def fit_at(lr: float):
-            run_dir = work / name / f"lr{lr:g}-seed{seed}"
-            if pre is not None and lr == prefit_lr:
-                log.info("evaluate: %s seed %s at lr %g is the pipeline's model (%s; not fitted again)",
-                         name, seed, lr, pre.out_dir)
+        def fit_at(point: tuple):
+            lr, d = point
+            tag = f"-dropout{report.dropout_str(d)}" if vary_dropout else ""
+            run_dir = work / name / f"lr{lr:g}-seed{seed}{tag}"
+            if point == prefit_point:
+                log.info("evaluate: %s seed %s at %s is the pipeline's model (%s; not fitted again)",
+                         name, seed, label(point), pre.out_dir)
                 return (*pre.link_into(run_dir), run_dir)
-            log.info("evaluate: fine-tuning %s seed %s at lr %g (rate selection)", name, seed, lr)
+            log.info("evaluate: fine-tuning %s seed %s at %s (rate selection)", name, seed, label(point))
             t0 = time.perf_counter()
-            dirs, result = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, lr, pool)
+            dirs, result = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, lr, d, pool)
             seconds.append(time.perf_counter() - t0)
             return dirs, result, run_dir
 
-        sel = rates.choose(grid, fit_at)
-        log.info("evaluate: %s: lr %g chosen on validation (%s)", name, sel.lr,
-                 ", ".join(f"{g['lr']:g}: {g['validation_score']:.3f}" for g in sel.grid))
-        return Choice(chosen=sel.lr, model_dirs=sel.model_dirs, curves=read_curves(sel.run_dir),
-                      seconds=seconds, prefit_lr=prefit_lr,
-                      result={**sel.result, "lr": sel.lr, "lr_selection": sel.lr_selection()},
+        sel = rates.choose(points, fit_at, describe)
+        log.info("evaluate: %s: %s chosen on validation (%s)", name, label(sel.point),
+                 ", ".join(f"{label(p)}: {g['validation_score']:.3f}" for p, g in zip(points, sel.grid)))
+        lr, d = sel.point
+        return Choice(chosen=lr, dropout=d, dropout_chosen=vary_dropout, model_dirs=sel.model_dirs,
+                      curves=read_curves(sel.run_dir), seconds=seconds,
+                      prefit_lr=prefit_point[0] if prefit_point else None,
+                      prefit_kept=prefit_point is not None and sel.point == prefit_point,
+                      result={**sel.result, "lr": lr, "lr_selection": sel.lr_selection()},
                       grid=[{**g, "selection_score": r.get("score")} for g, r in zip(sel.grid, sel.results)])
 
     chains = [lambda name=name, enc=enc: choose_one(name, *enc) for name, enc in encs.items()]
@@ -244,11 +275,12 @@ def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path
 
 def seed_source(params: Params, name: str, seed: int, choice: Choice, reuse_pipeline: bool) -> str:
     """Where an encoder's run at `seed` comes from: "grid" (the first seed's kept rate-grid run),
-    "pipeline" (the finetune stage's model: same encoder, seed and rate) or "fit"."""
+    "pipeline" (the finetune stage's model: same encoder, seed, rate and dropout) or "fit"."""
     if seed == params.evaluate.seeds[0] and choice.model_dirs is not None:
         return "grid"
+    pf = params.finetune
     if (name == "pretrained" and reuse_pipeline and seed == params.seed
-            and choice.chosen == params.finetune.learning_rate):
+            and choice.chosen == pf.learning_rate and choice.dropout == pf.encoder_dropout):
         return "pipeline"
     return "fit"
 
@@ -256,7 +288,7 @@ def seed_source(params: Params, name: str, seed: int, choice: Choice, reuse_pipe
 def seed_fits(params: Params, ft, encoders: dict[str, tuple[str, bool]], choices: dict[str, Choice],
                reuse_pipeline: bool, tasks: list[str], work: Path, pool: FitPool) -> dict[tuple, tuple]:
     """{(encoder, seed): (model dirs, run dir, seconds)} of the seeds that need a fit: not the first
-    seed's grid run, nor the pipeline's model (its seed and rate), each a chain of the pool."""
+    seed's grid run, nor the pipeline's model (its seed, rate and dropout), each a chain of the pool."""
     todo = [(name, seed) for name in encoders for seed in params.evaluate.seeds
             if seed_source(params, name, seed, choices[name], reuse_pipeline) == "fit"]
 
@@ -265,7 +297,9 @@ def seed_fits(params: Params, ft, encoders: dict[str, tuple[str, bool]], choices
         log.info("evaluate: fine-tuning %s seed %s at lr %g", name, seed, choices[name].chosen)
         t0 = time.perf_counter()
         run_dir = work / name / f"seed{seed}"
-        model_dirs, _ = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, choices[name].chosen, pool)
+        choice = choices[name]
+        model_dirs, _ = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, choice.chosen, choice.dropout,
+                            pool)
         return model_dirs, run_dir, time.perf_counter() - t0
 
     return dict(zip(todo, pool.concurrently([lambda k=k: fit_one(*k) for k in todo])))
@@ -273,7 +307,7 @@ def seed_fits(params: Params, ft, encoders: dict[str, tuple[str, bool]], choices
 
 def full_row_run(ft, choice: Choice) -> tuple[dict[str, Path], dict] | None:
     """The pretrained encoder's kept grid run when it is what the modes' "finetune" row would fit
-    (same encoder, first seed, chosen rate, budget `ft`): full fine-tuning with heads on the last
+    (same encoder, first seed, chosen rate and dropout, budget `ft`): full fine-tuning with heads on the last
     layer. None without a grid or in another finetune mode / feature_layers."""
     if choice.model_dirs is None or choice.result is None or ft.mode != "finetune" or ft.feature_layers != "last":
         return None
@@ -283,21 +317,26 @@ def full_row_run(ft, choice: Choice) -> tuple[dict[str, Path], dict] | None:
 def mode_fits(params: Params, ft, choices: dict[str, Choice] | None, work: Path, tasks: list[str],
               names: list[str], pool: FitPool | None = None) -> list[tuple]:
     """bertops.evaluate.modes.fit_all for `names` (of evaluate.modes) at the first seed (see the
-    module docstring); only the "finetune" row needs `choices`."""
+    module docstring); only the "finetune" row needs `choices` (it trains at the pretrained encoder's
+    chosen rate and dropout, after the other rows)."""
     from bertops.evaluate import modes
 
     ep = params.evaluate
-    reuse, lrs = {}, {}
+    fit = pool.fit_multitask if pool is not None else None
+    others = [n for n in names if n != "finetune"]
+    grids = {"adapters": list(ep.adapters_lr_grid),
+             **{name: list(ep.frozen_lr_grid) for name in others if name.startswith("feature_extraction")}}
+    out = modes.fit_all(params, ft, others, ep.pretrain_dir, work, ep.seeds[0], tasks, grids=grids, fit=fit)
     if "finetune" in names:
         pretrained = choices["pretrained"]
-        lrs["finetune"] = pretrained.chosen
-        if (run := full_row_run(ft, pretrained)) is not None:
+        ft_full = ft.model_copy(update={"encoder_dropout": pretrained.dropout})
+        reuse = {}
+        if (run := full_row_run(ft_full, pretrained)) is not None:
             reuse["finetune"] = run
             log.info("evaluate: the full fine-tuning row is the lr grid's kept run (not fitted again)")
-    grids = {"adapters": list(ep.adapters_lr_grid),
-             **{name: list(ep.frozen_lr_grid) for name in names if name.startswith("feature_extraction")}}
-    return modes.fit_all(params, ft, names, ep.pretrain_dir, work, ep.seeds[0], tasks, lrs=lrs, grids=grids,
-                         reuse=reuse, fit=pool.fit_multitask if pool is not None else None)
+        out += modes.fit_all(params, ft_full, ["finetune"], ep.pretrain_dir, work, ep.seeds[0], tasks,
+                             lrs={"finetune": pretrained.chosen}, reuse=reuse, fit=fit)
+    return sorted(out, key=lambda f: names.index(f[0]))
 
 
 def grids_and_modes(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path, tasks: list[str],

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from bertops.config import Params
+from bertops.evaluate import report
 from bertops.stages import evaluate_fits as fits
 
 
@@ -25,15 +26,16 @@ def encoder_size(model_dir: str) -> str:
 def notes(params: Params, ft, tasks, encoders, reuse_pipeline, choices, metrics, notes) -> list[str]:
     ep = params.evaluate
     n = ", ".join(f"{t} {metrics['n_examples'][t]}" for t in tasks)
-    rates = ", ".join(f"{name} {c.chosen:g}" for name, c in choices.items())
-    grid = fits.lr_grid(params, ft)
+    rates = ", ".join(f"{name} {c.chosen:g}" + (f" (dropout {report.dropout_str(c.dropout)})" if c.dropout_chosen
+                                                 else "") for name, c in choices.items())
+    grid, dropouts = fits.lr_grid(params, ft), fits.dropout_grid(params, ft)
     budget = (f"max_epochs={ft.max_epochs}, max_steps={ft.max_steps}, steps_per_epoch={ft.steps_per_epoch}, "
               f"batch_size={ft.batch_size}, max_train_examples_per_task={ft.max_train_examples_per_task}, "
               f"head lr={ft.head_learning_rate}, layer_lr_decay={ft.layer_lr_decay}, sampling={ft.sampling}, "
               f"mode={ft.mode}")
     pf = params.finetune
-    reused = (reuse_pipeline and params.seed in ep.seeds and choices["pretrained"].chosen == pf.learning_rate
-              and not (len(grid) > 1 and params.seed == ep.seeds[0]))
+    reused = (reuse_pipeline and params.seed in ep.seeds
+              and fits.seed_source(params, "pretrained", params.seed, choices["pretrained"], True) == "pipeline")
     prefit_lr = choices["pretrained"].prefit_lr if "pretrained" in choices else None
     if prefit_lr is not None:
         pretrained_note = (f"; its run at seed {ep.seeds[0]}, lr {prefit_lr:g} in the rate grid is the "
@@ -45,7 +47,11 @@ def notes(params: Params, ft, tasks, encoders, reuse_pipeline, choices, metrics,
         pretrained_note = f"; seed {params.seed} is the pipeline model itself (not retrained)."
     else:
         pretrained_note = "."
-    if len(grid) > 1:
+    if len(dropouts) > 1:
+        lr_note = (f"Encoder learning rate and fine-tuning dropout chosen per encoder on validation from "
+                   f"evaluate.lr_grid {[float(x) for x in grid]} x evaluate.encoder_dropout_grid "
+                   f"{[report.dropout_str(d) for d in dropouts]} (table below; config: the checkpoint's): {rates}.")
+    elif len(grid) > 1:
         lr_note = (f"Encoder learning rate chosen per encoder on validation from evaluate.lr_grid "
                    f"{[float(x) for x in grid]} (table below): {rates}.")
     else:
