@@ -134,3 +134,21 @@ def test_frozen_features_row_takes_its_head_rate_from_its_own_grid(tmp_path, fit
     assert row["variant"] == "feature_extraction:last" and row["lr"] == 2e-2 and row["validation_score"] == 0.45
     assert row["lr_selection"] == [{"lr": 2e-3, "validation_score": 0.4}, {"lr": 2e-2, "validation_score": 0.45}]
     assert "| 0.02 (chosen) |" in (tmp_path / "evaluate" / "report.md").read_text()
+
+
+def test_full_row_fitted_anew_trains_at_the_chosen_rate_and_dropout(tmp_path, stub, fits):  # noqa: F811
+    """With heads elsewhere than the last layer the grid's run is not the full row, which is then fitted
+    at the pretrained encoder's chosen point: its rate *and* its fine-tuning dropout."""
+    from bertops.stages import evaluate
+
+    params = _params(tmp_path, lr_grid=[1e-3, 2e-3], encoder_dropout_grid=[None, 0.0], seeds=[7], baselines=[],
+                     modes=["finetune"], latency_requests=0)
+    params = params.model_copy(update={"finetune": params.finetune.model_copy(
+        update={"feature_layers": "second_to_last"})})
+    evaluate.main(params)
+    # the stub: dropout 0 gains 0.2 on validation for the pretrained encoder, 2e-3 beats 1e-3
+    assert [(c["lr"], c["dropout"]) for c in stub] == [(1e-3, None), (2e-3, None), (1e-3, 0.0), (2e-3, 0.0),
+                                                       (2e-3, 0.0)]
+    assert [f[:2] for f in fits] == [("finetune", "second_to_last")] * 4 + [("finetune", "last")]
+    row = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())["modes"][0]
+    assert row["variant"] == "finetune" and row["lr"] == 2e-3
