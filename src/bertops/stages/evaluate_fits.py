@@ -294,10 +294,11 @@ def seed_fits(params: Params, ft, encoders: dict[str, tuple[str, bool]], choices
 
     def fit_one(name: str, seed: int) -> tuple:
         init_dir, random_init = encoders[name]
-        log.info("evaluate: fine-tuning %s seed %s at lr %g", name, seed, choices[name].chosen)
+        choice = choices[name]
+        log.info("evaluate: fine-tuning %s seed %s at lr %g%s", name, seed, choice.chosen,
+                 f", dropout {report.dropout_str(choice.dropout)}" if choice.dropout_chosen else "")
         t0 = time.perf_counter()
         run_dir = work / name / f"seed{seed}"
-        choice = choices[name]
         model_dirs, _ = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, choice.chosen, choice.dropout,
                             pool)
         return model_dirs, run_dir, time.perf_counter() - t0
