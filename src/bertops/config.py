@@ -186,6 +186,9 @@ class FinetuneParams(_Section):
     feature_layers: Literal[
         "last", "second_to_last", "sum_last_four", "concat_last_four", "weighted_sum"
     ] = "last"
+    # what classification heads read: cls, the pooled [CLS] vector (BERT); mean, the mean of every
+    # token's features (Sentence-BERT)
+    pooling: Literal["cls", "mean"] = "cls"
     sampling: Literal["proportional", "temperature", "uniform"] = "temperature"
     temperature: float = Field(2.0, gt=0)
     max_train_examples_per_task: int | None = 800

@@ -91,6 +91,26 @@ def test_finetune_mode_uses_encoder_pooler_and_updates_encoder(encoder_dir):
     assert model.encoder.embeddings.word_embeddings.weight.grad is not None
 
 
+def test_mean_pooling_heads_read_the_mean_of_real_tokens_and_survive_save_load(encoder_dir, tmp_path):
+    model = MultiTaskModel.build(encoder_dir, SPECS, pooling="mean").eval()
+    assert not model.use_encoder_pooler and model.pooler is None
+    b = _batch(model, "pair")  # two pairs of different lengths: the shorter one is padded
+    assert (b["attention_mask"] == 0).any()
+    with torch.no_grad():
+        logits = model("pair", b["input_ids"], b["attention_mask"], b["token_type_ids"])
+        hidden = model.encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                               token_type_ids=b["token_type_ids"]).last_hidden_state
+        for i in range(2):  # each row: the head on the mean over its own real tokens only
+            real = b["attention_mask"][i].bool()
+            torch.testing.assert_close(logits[i], model.heads["pair"](hidden[i, real].mean(0)))
+    model.save_pretrained(tmp_path / "m")
+    loaded = MultiTaskModel.from_pretrained(tmp_path / "m")
+    assert loaded.pooling == "mean"
+    assert loaded.predict("sent", INPUTS["sent"]) == model.predict("sent", INPUTS["sent"])
+    with pytest.raises(ValueError, match="pooling"):
+        MultiTaskModel.build(encoder_dir, SPECS, pooling="max")
+
+
 def test_losses_ignore_unlabelled_tokens_and_clamp_qa_positions(encoder_dir):
     model = MultiTaskModel.build(encoder_dir, SPECS)
     spec = model.tasks["ner"]

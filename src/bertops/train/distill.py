@@ -68,7 +68,8 @@ def build_student(teacher, num_layers: int | None = None, preset: str | None = N
     encoder = BertModel(BertConfig.from_dict(cfg))
     teachers = teachers or {t: teacher for t in teacher.tasks}
     student = MultiTaskModel(encoder, teacher.tokenizer, [m.tasks[t] for t, m in teachers.items()],
-                             feature_layers="last", classifier_dropout=teacher.classifier_dropout)
+                             feature_layers="last", classifier_dropout=teacher.classifier_dropout,
+                             pooling=teacher.pooling)
     # copy what fits: student layer i <- teacher layer round(i * L_t / L_s)
     source = _encoder_state(teacher)
     mapping = {i: min(teacher_layers - 1, round(i * teacher_layers / student_layers)) for i in range(student_layers)}

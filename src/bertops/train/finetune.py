@@ -298,7 +298,7 @@ def _fit(params: Params, names: list[str], init_dir: Path, out_dir: Path, model_
     model = model if model is not None else MultiTaskModel.build(
         init_dir, specs, random_init=random_init, encoder_dropout=ft.encoder_dropout,
         feature_layers=ft.feature_layers, freeze_encoder=ft.mode == "feature_extraction",
-        classifier_dropout=ft.classifier_dropout, adapters=adapter_settings(ft))
+        classifier_dropout=ft.classifier_dropout, adapters=adapter_settings(ft), pooling=ft.pooling)
     pad_id = model.tokenizer.pad_token_id or 0
 
     train_features, eval_sets, gate_sets, n_train = {}, {}, {}, {}

@@ -31,6 +31,7 @@ from .spec import IGNORE_INDEX, BertopsError, TaskSpec
 from .task_types import get_task_type
 
 FEATURE_LAYERS = ("last", "second_to_last", "sum_last_four", "concat_last_four", "weighted_sum")
+POOLINGS = ("cls", "mean")
 CONFIG_NAME = "multitask_config.json"
 HEADS_NAME = "heads.safetensors"
 FORMAT_VERSION = 1
@@ -79,17 +80,28 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(features[:, 0]))
 
 
+def mean_pool(features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the features of every real (unpadded) token: [batch, seq, dim] -> [batch, dim]."""
+    mask = attention_mask.unsqueeze(-1).to(features.dtype)
+    return (features * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
 class MultiTaskModel(nn.Module):
     """A `BertModel` encoder shared by every task, and a head per task.
 
-    Heads of pooled task types (classification) read the pooled [CLS] vector: the encoder's own
-    pooler (pretrained by NSP) when features are its last layer and it is fine-tuned, else a
-    fresh `Pooler` over the combined features. Other heads read every token's features.
+    Heads of pooled task types (classification) read one vector per input. pooling "cls" (BERT):
+    the pooled [CLS] vector, from the encoder's own pooler (pretrained by NSP) when features are its
+    last layer and it is fine-tuned, else from a fresh `Pooler` over the combined features. pooling
+    "mean" (Sentence-BERT): the mean of every real token's features, no pooler. Other heads read
+    every token's features.
     """
 
     def __init__(self, encoder, tokenizer, tasks: Sequence[TaskSpec], feature_layers: str = "last",
-                 freeze_encoder: bool = False, classifier_dropout: float = 0.1, adapters: dict | None = None):
+                 freeze_encoder: bool = False, classifier_dropout: float = 0.1, adapters: dict | None = None,
+                 pooling: str = "cls"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if adapters is not None:
             if feature_layers != "last" or freeze_encoder:
                 raise BertopsError("adapters need feature_layers 'last' and a trainable encoder: a layer mix or "
@@ -105,13 +117,16 @@ class MultiTaskModel(nn.Module):
         self.feature_layers = feature_layers
         self.freeze_encoder = freeze_encoder
         self.classifier_dropout = classifier_dropout
+        self.pooling = pooling
         cfg = encoder.config
         self.combiner = LayerCombiner(feature_layers, cfg.num_hidden_layers, cfg.hidden_size)
-        self.use_encoder_pooler = (feature_layers == "last" and not freeze_encoder
+        self.use_encoder_pooler = (pooling == "cls" and feature_layers == "last" and not freeze_encoder
                                    and getattr(encoder, "pooler", None) is not None)
-        self.pooler = None if self.use_encoder_pooler else Pooler(self.combiner.out_dim, cfg.hidden_size)
+        self.pooler = (Pooler(self.combiner.out_dim, cfg.hidden_size)
+                       if pooling == "cls" and not self.use_encoder_pooler else None)
+        pooled_dim = cfg.hidden_size if pooling == "cls" else self.combiner.out_dim
         self.heads = nn.ModuleDict({
-            t.name: get_task_type(t.type).head(t, self.combiner.out_dim, cfg.hidden_size, classifier_dropout)
+            t.name: get_task_type(t.type).head(t, self.combiner.out_dim, pooled_dim, classifier_dropout)
             for t in tasks})
         if freeze_encoder:
             self.encoder.requires_grad_(False)
@@ -164,7 +179,10 @@ class MultiTaskModel(nn.Module):
                                output_hidden_states=self.combiner.needs_all_layers)
         features = self.combiner(out.last_hidden_state, out.hidden_states)
         if get_task_type(spec.type).pooled:
-            pooled = out.pooler_output if self.use_encoder_pooler else self.pooler(features)
+            if self.pooling == "mean":
+                pooled = mean_pool(features, attention_mask)
+            else:
+                pooled = out.pooler_output if self.use_encoder_pooler else self.pooler(features)
             return self.heads[task](pooled)
         return self.heads[task](features)
 
@@ -250,7 +268,7 @@ class MultiTaskModel(nn.Module):
     def config_dict(self) -> dict:
         return {"format_version": FORMAT_VERSION, "feature_layers": self.feature_layers,
                 "freeze_encoder": self.freeze_encoder, "classifier_dropout": self.classifier_dropout,
-                "adapters": self.adapters, "tasks": [t.to_dict() for t in self.tasks.values()]}
+                "pooling": self.pooling, "adapters": self.adapters, "tasks": [t.to_dict() for t in self.tasks.values()]}
 
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
@@ -288,7 +306,8 @@ class MultiTaskModel(nn.Module):
             heads.update(adapters_.load_heads(model_dir, [t.name for t in tasks]))
         model = cls(encoder, tokenizer, tasks,
                     feature_layers=cfg["feature_layers"], freeze_encoder=cfg["freeze_encoder"],
-                    classifier_dropout=cfg.get("classifier_dropout", 0.1), adapters=cfg.get("adapters"))
+                    classifier_dropout=cfg.get("classifier_dropout", 0.1), adapters=cfg.get("adapters"),
+                    pooling=cfg.get("pooling", "cls"))
         missing, unexpected = model.load_state_dict(heads, strict=False)
         missing = [k for k in missing if not k.startswith("encoder.")]
         if missing or unexpected:
