@@ -188,7 +188,7 @@ class FinetuneParams(_Section):
     ] = "last"
     # what classification heads read: cls, the pooled [CLS] vector (BERT); mean, the mean of every
     # token's features (Sentence-BERT)
-    pooling: Literal["cls", "mean"] = "cls"
+    pooling: Literal["cls", "mean"] = "mean"
     sampling: Literal["proportional", "temperature", "uniform"] = "temperature"
     temperature: float = Field(2.0, gt=0)
     max_train_examples_per_task: int | None = 800

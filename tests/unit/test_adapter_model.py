@@ -111,3 +111,13 @@ def test_modules_to_save_give_each_task_its_own_pooler(encoder_dir, tmp_path):
     features = encode(model.tokenizer, spec, ["a warm film", "dull and long"])
     for x, y in zip(model.logits(spec.name, features), again.logits(spec.name, features)):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pooling, copies", [("cls", ["pooler"]), ("mean", [])])
+def test_mean_pooling_gives_no_task_a_pooler_copy_it_would_never_train(pooling, copies):
+    from bertops.config import FinetuneParams
+    from bertops.train.adapters import adapter_settings
+
+    ft = FinetuneParams(mode="adapters", pooling=pooling)
+    assert ft.adapters.modules_to_save == ["pooler"]
+    assert adapter_settings(ft)["modules_to_save"] == copies

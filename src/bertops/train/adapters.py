@@ -38,7 +38,9 @@ def adapter_settings(ft: FinetuneParams) -> dict | None:
     if ft.mode != "adapters":
         return None
     a = ft.adapters
-    return settings_dict(a.rank, a.alpha, a.dropout, a.target_modules, a.modules_to_save)
+    # mean pooling reads no pooler: a per-task copy of it would be trained by nothing
+    keep = [m for m in a.modules_to_save if not (ft.pooling == "mean" and m == "pooler")]
+    return settings_dict(a.rank, a.alpha, a.dropout, a.target_modules, keep)
 
 
 def param_groups(model, ft: FinetuneParams) -> list[dict]:
