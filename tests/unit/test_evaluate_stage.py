@@ -154,6 +154,7 @@ def test_stage_reuses_pipeline_model_and_writes_verdict(tmp_path, stub):
     md = (tmp_path / "evaluate" / "report.md").read_text()
     assert "| pipeline model | 1.000 | 1.000 | 1.000 | 1.000 | 1 |" in md
     assert "seed 7 is the pipeline model itself" in md
+    assert "mode=finetune, pooling=mean." in md  # what the heads read, the same for every encoder
     plots = tmp_path / "evaluate" / "plots"
     assert (plots / "confusion_sentiment.png").stat().st_size > 1000
     first_cell = json.loads((plots / "confusion_sentiment.json").read_text())[0]

@@ -32,7 +32,7 @@ def notes(params: Params, ft, tasks, encoders, reuse_pipeline, choices, metrics,
     budget = (f"max_epochs={ft.max_epochs}, max_steps={ft.max_steps}, steps_per_epoch={ft.steps_per_epoch}, "
               f"batch_size={ft.batch_size}, max_train_examples_per_task={ft.max_train_examples_per_task}, "
               f"head lr={ft.head_learning_rate}, layer_lr_decay={ft.layer_lr_decay}, sampling={ft.sampling}, "
-              f"mode={ft.mode}")
+              f"mode={ft.mode}, pooling={ft.pooling}")
     pf = params.finetune
     reused = (reuse_pipeline and params.seed in ep.seeds
               and fits.seed_source(params, "pretrained", params.seed, choices["pretrained"], True) == "pipeline")
