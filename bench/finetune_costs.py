@@ -42,7 +42,8 @@ def main(argv=None) -> int:
             torch.manual_seed(0)
             model = MultiTaskModel(BertModel(bert_config(preset, vocab)), tokenizer, specs,
                                    freeze_encoder=mode == "feature_extraction",
-                                   adapters=settings if mode == "adapters" else None)
+                                   adapters=settings if mode == "adapters" else None,
+                                   pooling=params.finetune.pooling)
             with tempfile.TemporaryDirectory() as d:
                 if mode == "adapters":
                     model.save_pretrained(d)
