@@ -289,6 +289,10 @@ class PretrainParams(_Section):
     adam_epsilon: float = 1e-6
     max_grad_norm: float = 1.0
     mlm_probability: float = Field(0.3, gt=0, lt=1)
+    # Short sequences first (bertops.train.short_sequences): training pairs cut to this many tokens
+    # for the first short_seq_fraction of the budget (steps or time, as the lr schedule). None: off.
+    short_seq_length: int | None = Field(32, ge=5)
+    short_seq_fraction: float = Field(0.75, ge=0, le=1)
     mask_replace_prob: float = Field(0.8, ge=0, le=1)
     random_replace_prob: float = Field(0.1, ge=0, le=1)
     whole_word_mask: bool = False

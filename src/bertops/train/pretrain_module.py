@@ -12,6 +12,8 @@ A checkpoint carries the run's fingerprint and RNG states (bertops.train.checkpo
 is put back just before the first resumed step. It also carries the training time elapsed and the
 tokens seen, so a run on a time budget (`max_time`, bertops.train.pretrain_schedule) resumes its
 schedule and deadline where it stopped, and the tokens reached count the whole run.
+`short_seq_length` cuts the training batches' NSP pairs to that many tokens for the first
+`short_seq_fraction` of the budget (bertops.train.short_sequences).
 `dropout` (pretrain.dropout) sets the p of every dropout module for pretraining only: the model's
 config keeps its own rates, so the saved config.json (what fine-tuning builds) is unchanged.
 """
@@ -27,7 +29,8 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from bertops.train.checkpointing import STATE_KEY, rank_rng_state, restore_rng_state, resume_state
 from bertops.train.flops import FLOP_CONVENTION, executed_flops_per_token, measure_matmul_tflops, model_flops_per_token
-from bertops.train.pretrain_schedule import BudgetSchedule, TrainingClock, over_budget
+from bertops.train.pretrain_schedule import BudgetSchedule, TrainingClock, budget_progress, over_budget
+from bertops.train.short_sequences import shorten_pairs
 
 
 class BertPretrainingModule(L.LightningModule):
@@ -42,7 +45,8 @@ class BertPretrainingModule(L.LightningModule):
                  max_predictions: int | None = None, compile: bool = False, fused_adamw: bool | None = None,
                  log_every_n_steps: int = 10, peak_tflops: float | None = None,
                  fingerprint: str = "", flop_convention: str = FLOP_CONVENTION,
-                 max_time: float | None = None, dropout: float | None = None):
+                 max_time: float | None = None, dropout: float | None = None,
+                 short_seq_length: int | None = None, short_seq_fraction: float = 0.0):
         super().__init__()
         from transformers import BertConfig
 
@@ -85,6 +89,22 @@ class BertPretrainingModule(L.LightningModule):
             self._compiled = True
 
     # ---- training -------------------------------------------------------------------------
+    def in_short_phase(self) -> bool:
+        """Whether training batches are cut to short_seq_length now (the first short_seq_fraction
+        of the budget, by the same progress as the lr schedule, so a resumed run agrees)."""
+        h = self.hparams
+        if not h.short_seq_length or self.trainer is None:
+            return False
+        progress = budget_progress(self.trainer.global_step, self.training_clock.elapsed(), h.max_steps,
+                                   h.max_time)
+        return progress < h.short_seq_fraction
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        # training batches only: in-training validation and the final evaluation stay at full length
+        if self.trainer is not None and self.trainer.training and self.in_short_phase():
+            batch = shorten_pairs(batch, self.hparams.short_seq_length, self.config.pad_token_id or 0)
+        return batch
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.objective(**batch)
         self._predicted += out.predicted_positions

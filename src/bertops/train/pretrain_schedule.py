@@ -29,12 +29,18 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 
-def budget_lr_factor(step: int, elapsed: float, warmup_steps: int, max_steps: int,
-                     max_time: float | None) -> float:
-    """The multiplier of the peak learning rate at `step` after `elapsed` training seconds."""
+def budget_progress(step: int, elapsed: float, max_steps: int, max_time: float | None) -> float:
+    """How much of the budget is spent, 0..1: steps or training time, whichever is further along."""
     progress = step / max_steps
     if max_time is not None:
         progress = max(progress, elapsed / max_time)
+    return progress
+
+
+def budget_lr_factor(step: int, elapsed: float, warmup_steps: int, max_steps: int,
+                     max_time: float | None) -> float:
+    """The multiplier of the peak learning rate at `step` after `elapsed` training seconds."""
+    progress = budget_progress(step, elapsed, max_steps, max_time)
     warm = step / warmup_steps if warmup_steps > 0 else 1.0
     return max(0.0, min(warm, 1.0 - progress))
 
