@@ -93,7 +93,7 @@ class BertPretrainingModule(L.LightningModule):
         """Whether training batches are cut to short_seq_length now (the first short_seq_fraction
         of the budget, by the same progress as the lr schedule, so a resumed run agrees)."""
         h = self.hparams
-        if not h.short_seq_length or self.trainer is None:
+        if not h.short_seq_length:
             return False
         progress = budget_progress(self.trainer.global_step, self.training_clock.elapsed(), h.max_steps,
                                    h.max_time)
@@ -101,7 +101,7 @@ class BertPretrainingModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         # training batches only: in-training validation and the final evaluation stay at full length
-        if self.trainer is not None and self.trainer.training and self.in_short_phase():
+        if self.trainer.training and self.in_short_phase():
             batch = shorten_pairs(batch, self.hparams.short_seq_length, self.config.pad_token_id or 0)
         return batch
 

@@ -21,8 +21,9 @@ def shorten_pairs(batch: dict[str, torch.Tensor], max_length: int, pad_token_id:
                   ) -> dict[str, torch.Tensor]:
     """Cut each `[CLS] A [SEP] B [SEP]` row of a collated (already masked) batch to `max_length`.
 
-    The longer segment loses tokens from its end first, B on ties (the pair rule of Google's
-    create_pretraining_data, without its random front/back choice); both segments keep their start,
+    The longer segment loses tokens from its end first, B on ties: the counts of
+    bertops.text.pretraining_data.truncate_seq_pair (Google's pair rule), here for a whole batch of
+    tensors on the device and without its random front/back choice; both segments keep their start,
     so the next-sentence label stays true. MLM labels move with their tokens; a dropped masked token
     drops out of the loss. Rows that already fit keep every token.
     """
