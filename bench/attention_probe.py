@@ -8,8 +8,8 @@ tokens is ln n), the share on [CLS]/[SEP], on the two neighbours (i-1, i+1) and 
 
     .venv/bin/python bench/attention_probe.py artifacts/pretrain/model [more models or .ckpt files]
 
-A Lightning checkpoint (pretrain/checkpoints/last.ckpt) is read with the config saved in it and the
-tokenizer of --tokenizer.
+A pretrain checkpoint (pretrain/checkpoints/last.ckpt) is read with BertPretrainingModule's own
+load_from_checkpoint; texts are tokenized with --tokenizer.
 """
 
 from __future__ import annotations
@@ -22,16 +22,17 @@ import torch
 
 
 def load(path: str):
-    from transformers import BertConfig, BertForPreTraining
+    """The BertForPreTraining of a model dir or of a pretrain checkpoint, with attention weights out."""
+    from transformers import BertForPreTraining
 
     if path.endswith(".ckpt"):
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        config = BertConfig.from_dict(ckpt["hyper_parameters"]["model_config"], attn_implementation="eager")
-        model = BertForPreTraining(config)
-        prefix = "objective.model."
-        model.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
-        return model.eval()
-    return BertForPreTraining.from_pretrained(path, attn_implementation="eager").eval()
+        from bertops.train.pretrain_module import BertPretrainingModule
+
+        model = BertPretrainingModule.load_from_checkpoint(path, map_location="cpu").model
+    else:
+        model = BertForPreTraining.from_pretrained(path)
+    model.set_attn_implementation("eager")  # SDPA returns no attention weights
+    return model.eval()
 
 
 def probe(model, batch: dict, special_ids: list[int]) -> list[dict]:
