@@ -293,6 +293,8 @@ class PretrainParams(_Section):
     # for the first short_seq_fraction of the budget (steps or time, as the lr schedule). None: off.
     short_seq_length: int | None = Field(32, ge=5)
     short_seq_fraction: float = Field(0.75, ge=0, le=1)
+    # the last share of the budget over which the lr decays to zero; 1: right after the warm-up
+    decay_fraction: float = Field(1.0, gt=0, le=1)
     mask_replace_prob: float = Field(0.8, ge=0, le=1)
     random_replace_prob: float = Field(0.1, ge=0, le=1)
     whole_word_mask: bool = False

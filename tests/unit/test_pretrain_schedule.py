@@ -50,6 +50,37 @@ def test_factor_warms_up_then_reaches_zero_at_max_time():
     assert budget_lr_factor(75, 1e9, 0, 100, None) == pytest.approx(0.25)
 
 
+def test_decay_fraction_holds_the_peak_then_decays_to_zero_over_the_last_share():
+    f = lambda step, t: budget_lr_factor(step, t, 10, 10_000, 100.0, decay_fraction=0.25)  # noqa: E731
+    assert f(5, 1.0) == pytest.approx(0.5)  # the warm-up is unchanged
+    assert f(20, 50.0) == 1.0 and f(20, 75.0) == 1.0  # the peak holds for the first 75%
+    assert f(20, 87.5) == pytest.approx(0.5)  # then linear: half-way through the last quarter
+    assert f(20, 100.0) == 0.0
+    # 1.0 is the plain linear decay
+    assert budget_lr_factor(20, 50.0, 10, 10_000, 100.0, 1.0) == budget_lr_factor(20, 50.0, 10, 10_000, 100.0)
+
+
+def test_a_step_budget_with_decay_fraction_follows_it():
+    """Without max_time the module keeps transformers' linear schedule, unless decay_fraction < 1."""
+    from bertops.train.pretrain_module import BertPretrainingModule
+
+    config = {"vocab_size": 50, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "intermediate_size": 16, "max_position_embeddings": 16}
+    lrs = {}
+    for frac in (1.0, 0.5):
+        module = BertPretrainingModule(config, learning_rate=1.0, warmup_steps=0, max_steps=100,
+                                       decay_fraction=frac)
+        sched = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+        opt = sched.optimizer
+        lrs[frac] = []
+        for _ in range(100):
+            lrs[frac].append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+    assert lrs[1.0][40] == pytest.approx(0.6) and lrs[1.0][75] == pytest.approx(0.25)
+    assert lrs[0.5][40] == 1.0 and lrs[0.5][75] == pytest.approx(0.5) and lrs[0.5][99] == pytest.approx(0.02)
+
+
 def test_schedule_on_a_fake_clock_reaches_zero_at_the_deadline():
     fake = FakeClock()
     clock = TrainingClock(fake)

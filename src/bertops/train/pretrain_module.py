@@ -46,7 +46,8 @@ class BertPretrainingModule(L.LightningModule):
                  log_every_n_steps: int = 10, peak_tflops: float | None = None,
                  fingerprint: str = "", flop_convention: str = FLOP_CONVENTION,
                  max_time: float | None = None, dropout: float | None = None,
-                 short_seq_length: int | None = None, short_seq_fraction: float = 0.0):
+                 short_seq_length: int | None = None, short_seq_fraction: float = 0.0,
+                 decay_fraction: float = 1.0):
         super().__init__()
         from transformers import BertConfig
 
@@ -244,11 +245,11 @@ class BertPretrainingModule(L.LightningModule):
             lr=hp.learning_rate, betas=(hp.adam_beta1, hp.adam_beta2), eps=hp.adam_epsilon,
             # not fused: the multi-tensor step (torch's default on CUDA only; ~4x the per-parameter loop on CPU)
             fused=fused, foreach=None if fused else True)
-        if hp.max_time is None:  # the step schedule, as it always was (bit-identical runs)
+        if hp.max_time is None and hp.decay_fraction == 1.0:  # the step schedule, as it always was
             scheduler = get_linear_schedule_with_warmup(optimizer, hp.warmup_steps, hp.max_steps)
-        else:  # warm-up, then linear decay to zero at the deadline (or max_steps, if sooner)
+        else:  # warm-up, (peak,) then linear decay to zero at the deadline (or max_steps, if sooner)
             scheduler = BudgetSchedule(optimizer, hp.warmup_steps, hp.max_steps, hp.max_time,
-                                       self.training_clock)
+                                       self.training_clock, hp.decay_fraction)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _loss_scaler(self) -> Any:

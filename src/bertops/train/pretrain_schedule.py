@@ -3,11 +3,13 @@
 With `max_time` (seconds), training stops at whichever comes first, the deadline or `max_steps`,
 and the learning rate follows the budget (Izsak et al. 2021; Cramming):
 
-    lr(step, t) = peak x min(step / warmup_steps, 1 - progress),
+    lr(step, t) = peak x min(step / warmup_steps, 1, (1 - progress) / decay_fraction),
     progress    = max(step / max_steps, t / max_time)
 
 i.e. a linear warm-up over `warmup_steps`, then a linear decay that reaches zero at the deadline
-(or at max_steps, if that comes first). t is the training time elapsed: every second since the
+(or at max_steps, if that comes first). With decay_fraction 1 the decay starts after the warm-up;
+below 1 the peak holds until the last decay_fraction of the budget (warm-up-stable-decay, Hägele
+et al. 2024): more of a short budget at the peak rate. t is the training time elapsed: every second since the
 first training step of the run, in-training validation and checkpoint writes included, the final
 held-out evaluation not; it is saved in every checkpoint, so a resumed run continues the same
 schedule and the same deadline instead of restarting them (`TrainingClock`).
@@ -38,11 +40,11 @@ def budget_progress(step: int, elapsed: float, max_steps: int, max_time: float |
 
 
 def budget_lr_factor(step: int, elapsed: float, warmup_steps: int, max_steps: int,
-                     max_time: float | None) -> float:
+                     max_time: float | None, decay_fraction: float = 1.0) -> float:
     """The multiplier of the peak learning rate at `step` after `elapsed` training seconds."""
     progress = budget_progress(step, elapsed, max_steps, max_time)
     warm = step / warmup_steps if warmup_steps > 0 else 1.0
-    return max(0.0, min(warm, 1.0 - progress))
+    return max(0.0, min(warm, 1.0, (1.0 - progress) / decay_fraction))
 
 
 def _now() -> float:
@@ -81,14 +83,15 @@ class BudgetSchedule(LRScheduler):
     step; the elapsed time comes from the TrainingClock, whose state the module saves."""
 
     def __init__(self, optimizer: Optimizer, warmup_steps: int, max_steps: int, max_time: float | None,
-                 clock: TrainingClock):
+                 clock: TrainingClock, decay_fraction: float = 1.0):
         self.warmup_steps, self.max_steps, self.max_time = warmup_steps, max_steps, max_time
+        self.decay_fraction = decay_fraction
         self.training_clock = clock
         super().__init__(optimizer)
 
     def get_lr(self) -> list[float]:
         f = budget_lr_factor(self.last_epoch, self.training_clock.elapsed(), self.warmup_steps,
-                             self.max_steps, self.max_time)
+                             self.max_steps, self.max_time, self.decay_fraction)
         return [base * f for base in self.base_lrs]
 
     def state_dict(self) -> dict:
