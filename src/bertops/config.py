@@ -289,6 +289,9 @@ class PretrainParams(_Section):
     adam_epsilon: float = 1e-6
     max_grad_norm: float = 1.0
     mlm_probability: float = Field(0.3, gt=0, lt=1)
+    # decreasing masking (bertops.train.masking_schedule): the rate falls linearly from mlm_probability
+    # to this over the budget; None: constant
+    mlm_probability_final: float | None = Field(None, gt=0, lt=1)
     # Short sequences first (bertops.train.short_sequences): training pairs cut to this many tokens
     # for the first short_seq_fraction of the budget (steps or time, as the lr schedule). None: off.
     short_seq_length: int | None = Field(32, ge=5)
@@ -320,6 +323,13 @@ class PretrainParams(_Section):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _masking_decreases(self) -> PretrainParams:
+        if self.mlm_probability_final is not None and self.mlm_probability_final > self.mlm_probability:
+            raise ValueError(f"mlm_probability_final {self.mlm_probability_final} is above mlm_probability "
+                             f"{self.mlm_probability}: the masking schedule only decreases")
+        return self
 
 
 class Params(_Section):

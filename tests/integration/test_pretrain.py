@@ -260,7 +260,8 @@ def test_killed_run_resumes_where_it_stopped(inputs, tmp_path, monkeypatch):
 def test_time_budget_stops_at_the_deadline_and_a_resumed_run_keeps_its_schedule(inputs, tmp_path, monkeypatch):
     """pretrain.max_time on a fake clock (each training step "takes" 1 s, no sleeping): training
     stops at the deadline long before max_steps, with the learning rate at zero there, and the
-    batches are cut to short_seq_length for the first half of the budget only. A run stopped
+    batches are cut to short_seq_length for the first half of the budget only, and masked less and less
+    (mlm_probability_final). A run stopped
     (SIGTERM) at step 5 and re-run resumes the elapsed time from its checkpoint: it stops at the same
     step, with the same tokens, phases and weights as the uninterrupted run (a restarted clock or
     schedule would train past the deadline, with other rates or too long at the short length)."""
@@ -280,21 +281,27 @@ def test_time_budget_stops_at_the_deadline_and_a_resumed_run_keeps_its_schedule(
             fake["now"] += 1.0
 
     widths: dict[int, int] = {}
+    masked: dict[int, tuple[int, int]] = {}
 
     class Widths(L.Callback):  # the batch as the step gets it (after on_after_batch_transfer)
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             widths[trainer.global_step] = batch["input_ids"].shape[1]
+            masked[trainer.global_step] = (int((batch["labels"] != -100).sum()), int(batch["attention_mask"].sum()))
 
     settings = {"max_steps": 500, "max_time": "0:12", "warmup_steps": 2, "checkpoint_every_n_steps": 1000,
                 "eval_every_n_steps": None, "log_every_n_steps": 1, "eval_max_batches": 2,
-                "short_seq_length": 16, "short_seq_fraction": 0.5}
+                "short_seq_length": 16, "short_seq_fraction": 0.5,
+                "mlm_probability": 0.45, "mlm_probability_final": 0.05}
     ref_dir = tmp_path / "ref"
     ref = fit_pretraining(tiny_params(ref_dir, *inputs, **settings), *inputs, ref_dir / "pretrain",
                           callbacks=[Tick(), Widths()])["metrics"]
     assert ref["global_step"] == 12 and ref["max_time"] == 12.0
     # 6 s of 12 at 16 tokens, then the data's own lengths (up to 48, padded to a multiple of 8)
     assert [widths[s] for s in range(6)] == [16] * 6 and all(widths[s] > 16 for s in range(6, 12))
-    ref_widths = dict(widths)
+    ref_widths, ref_masked = dict(widths), dict(masked)
+    # decreasing masking: 45% -> 5% of the real tokens over the 12 s (the collator's 45%, thinned)
+    share = lambda steps: sum(masked[s][0] for s in steps) / sum(masked[s][1] for s in steps)  # noqa: E731
+    assert share(range(3)) > 0.3 and share(range(9, 12)) < 0.2
     assert ref["train_seconds_total"] == pytest.approx(12.0)
     assert ref["train_tokens"] > 0 and ref["train_positions"] >= ref["train_tokens"]
     with open(ref_dir / "pretrain" / "logs" / "metrics.csv", newline="") as f:
@@ -312,9 +319,11 @@ def test_time_budget_stops_at_the_deadline_and_a_resumed_run_keeps_its_schedule(
     assert saved["global_step"] == 5 and saved["bertops"]["train_seconds"] == pytest.approx(5.0)
     fake["now"] += 1000.0  # another process, another raw clock reading: only the elapsed time counts
     widths.clear()
+    masked.clear()
     result = fit_pretraining(params, *inputs, run_dir / "pretrain", callbacks=[Tick(), Widths()])["metrics"]
     assert result["resumed_from_step"] == 5 and result["global_step"] == 12
     assert widths == {s: ref_widths[s] for s in range(5, 12)}
+    assert masked == {s: ref_masked[s] for s in range(5, 12)}  # the same thinning draws after the resume
     assert result["train_seconds_total"] == pytest.approx(12.0)
     assert result["train_tokens"] == ref["train_tokens"]
     _assert_same_weights(ref_dir, run_dir / "pretrain")

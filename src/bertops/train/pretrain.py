@@ -68,7 +68,7 @@ _FINGERPRINT_KEYS = (
     "warmup_steps", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "mlm_probability",
     "mask_replace_prob", "random_replace_prob", "whole_word_mask", "pad_to_multiple_of",
     "max_predictions_per_seq", "compile", "precision", "short_seq_length", "short_seq_fraction",
-    "decay_fraction")
+    "decay_fraction", "mlm_probability_final")
 
 
 def _fingerprint(params: Params, dataset: Any, tokenizer: Any) -> str:
@@ -133,7 +133,8 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
         compile=p.compile, log_every_n_steps=p.log_every_n_steps, peak_tflops=p.peak_tflops,
         fingerprint=fingerprint, max_time=p.max_time, dropout=p.dropout,
         short_seq_length=p.short_seq_length, short_seq_fraction=p.short_seq_fraction,
-        decay_fraction=p.decay_fraction)
+        decay_fraction=p.decay_fraction, mlm_probability=p.mlm_probability,
+        mlm_probability_final=p.mlm_probability_final)
     datamodule = PretrainingDataModule(
         dataset, tokenizer, p.batch_size, params.seed, p.max_steps, p.accumulate_grad_batches,
         mlm_probability=p.mlm_probability, mask_replace_prob=p.mask_replace_prob,

@@ -13,7 +13,8 @@ is put back just before the first resumed step. It also carries the training tim
 tokens seen, so a run on a time budget (`max_time`, bertops.train.pretrain_schedule) resumes its
 schedule and deadline where it stopped, and the tokens reached count the whole run.
 `short_seq_length` cuts the training batches' NSP pairs to that many tokens for the first
-`short_seq_fraction` of the budget (bertops.train.short_sequences).
+`short_seq_fraction` of the budget (bertops.train.short_sequences); `mlm_probability_final` lowers
+the masking rate over the budget (bertops.train.masking_schedule).
 `dropout` (pretrain.dropout) sets the p of every dropout module for pretraining only: the model's
 config keeps its own rates, so the saved config.json (what fine-tuning builds) is unchanged.
 """
@@ -29,6 +30,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from bertops.train.checkpointing import STATE_KEY, rank_rng_state, restore_rng_state, resume_state
 from bertops.train.flops import FLOP_CONVENTION, executed_flops_per_token, measure_matmul_tflops, model_flops_per_token
+from bertops.train.masking_schedule import masking_rate, thin_masking
 from bertops.train.pretrain_schedule import BudgetSchedule, TrainingClock, budget_progress, over_budget
 from bertops.train.short_sequences import shorten_pairs
 
@@ -47,7 +49,8 @@ class BertPretrainingModule(L.LightningModule):
                  fingerprint: str = "", flop_convention: str = FLOP_CONVENTION,
                  max_time: float | None = None, dropout: float | None = None,
                  short_seq_length: int | None = None, short_seq_fraction: float = 0.0,
-                 decay_fraction: float = 1.0):
+                 decay_fraction: float = 1.0, mlm_probability: float = 0.15,
+                 mlm_probability_final: float | None = None):
         super().__init__()
         from transformers import BertConfig
 
@@ -63,6 +66,7 @@ class BertPretrainingModule(L.LightningModule):
         self.training_clock = TrainingClock()  # seconds of training, carried across resumes
         self.tokens_seen = 0  # real (non-padding) tokens of the training batches, whole run
         self.positions_seen = 0  # padded positions (the work done), whole run
+        self.train_batches = 0  # training micro-batches so far, whole run: seeds the masking schedule's draw
         self._nonpad_pending: torch.Tensor | int = 0  # summed on the device, synced when logged
         self.most_frequent_token_id: int | None = None  # for the MLM baseline during evaluation
         self._rng_to_restore: dict | None = None
@@ -100,9 +104,27 @@ class BertPretrainingModule(L.LightningModule):
                                    h.max_time)
         return progress < h.short_seq_fraction
 
+    def masking_keep_prob(self) -> float:
+        """The share of the collator's MLM selection kept now (decreasing masking; 1.0: off)."""
+        h = self.hparams
+        if h.mlm_probability_final is None:
+            return 1.0
+        progress = budget_progress(self.trainer.global_step, self.training_clock.elapsed(), h.max_steps,
+                                   h.max_time)
+        return masking_rate(progress, h.mlm_probability, h.mlm_probability_final) / h.mlm_probability
+
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         # training batches only: in-training validation and the final evaluation stay at full length
-        if self.trainer.training and self.in_short_phase():
+        # and at the collator's masking rate
+        if not self.trainer.training:
+            return batch
+        keep = self.masking_keep_prob()
+        if keep < 1.0:  # one draw per micro-batch and rank, seeded by their index: a resumed run draws the same
+            t = self.trainer
+            generator = torch.Generator().manual_seed(self.train_batches * t.world_size + t.global_rank)
+            batch = thin_masking(batch, keep, generator)
+        self.train_batches += 1
+        if self.in_short_phase():
             batch = shorten_pairs(batch, self.hparams.short_seq_length, self.config.pad_token_id or 0)
         return batch
 
@@ -291,7 +313,8 @@ class BertPretrainingModule(L.LightningModule):
         checkpoint.setdefault(STATE_KEY, {}).update(resume_state(self.hparams.fingerprint))
         # a time-budget run resumes its schedule and deadline; tokens count the whole run
         checkpoint[STATE_KEY].update(train_seconds=self.training_clock.elapsed(),
-                                     tokens_seen=self.tokens_reached(), positions_seen=self.positions_seen)
+                                     tokens_seen=self.tokens_reached(), positions_seen=self.positions_seen,
+                                     train_batches=self.train_batches)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rank, world = (self._trainer.global_rank, self._trainer.world_size) if self._trainer else (0, 1)
@@ -300,3 +323,4 @@ class BertPretrainingModule(L.LightningModule):
         self.training_clock.restore(state.get("train_seconds", 0.0))
         self.tokens_seen = int(state.get("tokens_seen", 0))
         self.positions_seen = int(state.get("positions_seen", 0))
+        self.train_batches = int(state.get("train_batches", 0))
