@@ -223,12 +223,14 @@ class EvaluateParams(_Section):
     split: Literal["test", "validation"] = "test"
     # Every encoder is fine-tuned once per seed with the `finetune:` budget. With max_steps null,
     # the pretrained run whose seed equals the top-level `seed` is the pipeline's own model.
-    seeds: list[int] = Field(default_factory=lambda: [1234, 1235, 1236], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [1234, 1235, 1236, 1237, 1238], min_length=1)
     baselines: list[Literal["majority", "random_init", "minilm", "tfidf"]] = Field(
         default_factory=lambda: ["majority", "random_init", "tfidf"])
-    # fine-tuning lr chosen per encoder on validation (first seed, every grid value; then all seeds at
-    # the chosen one). Empty or one value: finetune.learning_rate (or that value) for every encoder.
+    # fine-tuning lr chosen per encoder on validation (every grid value at the first lr_seeds seeds, by
+    # their mean; then the other seeds at the chosen one). Empty or one value: finetune.learning_rate
+    # (or that value) for every encoder.
     lr_grid: list[float] = Field(default_factory=lambda: [1e-3, 2e-3])
+    lr_seeds: int = Field(2, ge=1)  # all seeds when fewer; the chosen point's runs are those seeds' runs
     # the encoder's fine-tuning dropout, chosen with the rate (every rate x every value; None: the
     # checkpoint's config). Empty or one value: finetune.encoder_dropout (or that value) for every encoder.
     encoder_dropout_grid: list[Annotated[float, Field(ge=0.0, lt=1.0)] | None] = Field(default_factory=list)

@@ -70,7 +70,7 @@ def test_full_row_is_the_lr_grids_run_and_rows_are_timed_on_their_own_models(tmp
     assert rows["adapters"]["lr"] == 1e-2 and [g["lr"] for g in rows["adapters"]["lr_selection"]] == [5e-3, 1e-2]
     assert m["modes_margin"]["adapters_minus_full"]["validation"] == pytest.approx(0.55 - 0.6)
     # each row timed on its own model, the same 6 requests
-    assert timed == [("fits", "pretrained", "lr0.0005-seed7"), ("modes", "adapters", "lr0.01"),
+    assert timed == [("fits", "pretrained", "lr0.0005", "seed7"), ("modes", "adapters", "lr0.01"),
                      ("modes", "feature_extraction-last")]
     assert [r["latency_ms"]["p50_ms"] for r in m["modes"]] == [2.0, 3.0, 4.0]
     assert {r["latency_ms"]["requests"] for r in m["modes"]} == {6}

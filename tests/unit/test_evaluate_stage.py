@@ -22,6 +22,7 @@ VALIDATION = {False: {5e-4: 0.6, 1e-3: 0.4, 2e-3: 0.5}, True: {5e-4: 0.3, 1e-3: 
 TEST_WRONG = {5e-4: 1, 2e-3: 1}
 # validation gain of fine-tuning encoder dropout 0 (None: the checkpoint's), per random_init
 DROPOUT_GAIN = {False: {0.0: 0.2}, True: {0.0: -0.1}}
+SEED_GAIN: dict[tuple, float] = {}  # validation gain per (random_init, lr, seed); a test sets it
 events: list[tuple] = []
 QA_TEST = [{"id": "q0", "title": "x", "question": "Which word means: a dog?", "context": "The hound barked.",
             "answers": {"text": ["hound"], "answer_start": [4]}}]
@@ -52,7 +53,8 @@ def stub(tmp_path, monkeypatch):
         logs.mkdir()
         (logs / "metrics.csv").write_text("epoch,step,train/loss,val/sentiment/accuracy\n"
                                           "0,4,0.9,\n0,9,,0.7\n")
-        val = VALIDATION[random_init].get(lr, 0.5) + DROPOUT_GAIN[random_init].get(dropout, 0.0)
+        val = (VALIDATION[random_init].get(lr, 0.5) + DROPOUT_GAIN[random_init].get(dropout, 0.0)
+               + SEED_GAIN.get((random_init, lr, seed), 0.0))
         return {"model_dir": str(model), "score": val + 0.01, "gate": {"score": val}}
 
     def predict_split(model_dir, task_params, split, task_name):
@@ -116,7 +118,7 @@ def _params(tmp_path, **evaluate):
                      "learning_rate": 1e-3},
         "evaluate": {"out_dir": str(tmp_path / "evaluate"), "model_dir": str(model), "pretrain_dir": str(pre),
                      "seeds": [7, 1, 2], "baselines": ["majority", "random_init"], "max_steps": None,
-                     "lr_grid": [], "modes": [], "frozen_lr_grid": [],
+                     "lr_grid": [], "lr_seeds": 1, "modes": [], "frozen_lr_grid": [],
                      "jobs": 1, **evaluate},  # the stub fit_multitask lives in this process only
     })
 
@@ -311,6 +313,35 @@ def test_dropout_is_chosen_with_the_rate_per_encoder_and_the_pipeline_run_matche
     assert "pretrained 0.002 (dropout 0), random_init 0.002 (dropout config)" in md
     # the pipeline's model (kept nowhere) is scored on test once, as the pipeline row only
     assert sum(e[:2] == ("predict", "test") for e in events) == 3 * 5
+
+
+def test_lr_seeds_choose_the_rate_by_the_mean_over_seeds_and_their_runs_are_the_verdicts(tmp_path, stub,
+                                                                                          monkeypatch):
+    """evaluate.lr_seeds 2: every rate at the first two seeds, the best mean validation score wins
+    (here not the first seed's best), and the kept rate's two runs are those seeds' runs, not refitted."""
+    from bertops.stages import evaluate
+
+    # seed 7 alone would pick 2e-3 for our encoder (0.5 vs 0.4); seed 2 puts 1e-3 ahead on the mean
+    monkeypatch.setitem(SEED_GAIN, (False, 1e-3, 2), 0.4)
+    evaluate.main(_params(tmp_path, lr_grid=[1e-3, 2e-3], seeds=[7, 2, 1], lr_seeds=2, baselines=["random_init"]))
+    assert [(c["random_init"], c["seed"], c["lr"]) for c in stub] == [
+        (False, 7, 1e-3), (False, 2, 1e-3), (False, 7, 2e-3), (False, 2, 2e-3),
+        (True, 7, 1e-3), (True, 2, 1e-3), (True, 7, 2e-3), (True, 2, 2e-3),
+        (False, 1, 1e-3), (True, 1, 2e-3)]  # only the seed outside the grid is fitted after it
+    m = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
+    sel = m["lr_selection"]
+    assert (sel["pretrained"]["chosen"], sel["random_init"]["chosen"]) == (1e-3, 2e-3)
+    grid = sel["pretrained"]["grid"]
+    assert [(g["lr"], g["validation_score"], g["validation_scores"], g["seeds"]) for g in grid] == [
+        (1e-3, pytest.approx(0.6), [0.4, pytest.approx(0.8)], [7, 2]), (2e-3, 0.5, [0.5, 0.5], [7, 2])]
+    # random init at 2e-3 gets 1 + seed % 2 + 1 sentiment test errors of 5: seeds 7, 2, 1 -> 3, 2, 3; its
+    # seed-2 run must be the grid's seed-2 model (seed 7's would give 3 errors)
+    assert m["random_init"]["sentiment"]["accuracy"]["mean"] == pytest.approx((0.4 + 0.6 + 0.4) / 3)
+    assert m["random_init"]["sentiment"]["accuracy"]["n"] == 3 == m["pretrained"]["sentiment"]["accuracy"]["n"]
+    md = (tmp_path / "evaluate" / "report.md").read_text()
+    assert "at seeds 7, 2 with the same budget" in md and "by the mean over seeds [7, 2]" in md
+    assert "| pretrained | **0.600** | 0.500 | 0.001 |" in md
+    assert not list((tmp_path / "evaluate").glob(".evaluate-*"))  # the other rate's runs are gone
 
 
 def test_one_rate_grid_is_todays_protocol_at_that_rate(tmp_path, stub):

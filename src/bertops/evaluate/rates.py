@@ -1,10 +1,10 @@
 """Choosing a learning rate on validation, the one rule every rate grid of the evaluate stage uses
 (each encoder's rate and fine-tuning dropout, bertops.stages.evaluate_fits.choose_lrs; each way of
 adapting it, bertops.evaluate.modes.choose_rate): fit at each grid point, keep the run with the best
-validation gate score (the fit result's ["gate"]["score"]; ties: the first point in the grid),
-delete the other runs' folders.
+validation gate score (the fit result's ["gate"]["score"], or what `score` reads from it; ties:
+the first point in the grid), delete the other runs' folders.
 
-    choose(points, fit, describe=None) -> Selection
+    choose(points, fit, describe=None, score=validation_score) -> Selection
     validation_score(fit result) -> float
 """
 
@@ -44,15 +44,16 @@ def validation_score(result: dict) -> float:
     return float(gate["score"])
 
 
-def choose(points: Iterable[Hashable], fit: Fit, describe: Callable[[Any], dict] | None = None) -> Selection:
-    """Fit at every point (in order), keep the best validation score, ties to the first; the other
-    runs' folders are deleted once every point is fitted. describe(point): its grid entry's keys
-    (default {"lr": point})."""
+def choose(points: Iterable[Hashable], fit: Fit, describe: Callable[[Any], dict] | None = None,
+           score: Callable[[dict], float] = validation_score) -> Selection:
+    """Fit at every point (in order), keep the best score(fit result) (validation), ties to the first;
+    the other runs' folders are deleted once every point is fitted. describe(point): its grid entry's
+    keys (default {"lr": point})."""
     describe = describe or (lambda lr: {"lr": lr})
     runs = []
     for point in points:
         dirs, result, run_dir = fit(point)
-        runs.append((point, dirs, result, Path(run_dir), validation_score(result)))
+        runs.append((point, dirs, result, Path(run_dir), score(result)))
     if not runs:
         raise ValueError("no learning rate to choose from")
     best = max(range(len(runs)), key=lambda i: (runs[i][4], -i))

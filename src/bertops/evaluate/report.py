@@ -170,6 +170,19 @@ def lr_table(selection: Mapping[str, Mapping]) -> str:
     return "\n".join(lines)
 
 
+def lr_rule(selection: Mapping[str, Mapping]) -> str:
+    """How the rates in lr_table were chosen: at the first seed, or by the mean over the first seeds."""
+    seeds = next((g["seeds"] for s in selection.values() for g in s["grid"] if "seeds" in g), None)
+    if not seeds:
+        return ("Each encoder is fine-tuned at every rate at the first seed with the same budget; the "
+                "mean task score on the validation gate examples picks its rate (the test split is not "
+                "read); every seed then runs at that rate, the first seed's run being the grid's.")
+    return (f"Each encoder is fine-tuned at every rate at seeds {', '.join(map(str, seeds))} with the same "
+            "budget; the mean task score on the validation gate examples, averaged over those seeds "
+            "(shown), picks its rate (the test split is not read); the other seeds then run at that rate, "
+            "the grid's runs at the chosen rate being those seeds' runs.")
+
+
 def render_report(aggregates: Mapping[str, Mapping], tasks: Sequence[str], *,
                   primary: Mapping[str, str], notes: Sequence[str] = (),
                   verdicts: Mapping | None = None, lr_selection: Mapping[str, Mapping] | None = None,
@@ -179,9 +192,7 @@ def render_report(aggregates: Mapping[str, Mapping], tasks: Sequence[str], *,
              score_table(aggregates, tasks, primary), ""]
     if lr_selection and any(s["grid"] for s in lr_selection.values()):
         parts += ["## Learning rate per encoder, chosen on validation", "",
-                  ("Each encoder is fine-tuned at every rate at the first seed with the same budget; the "
-                   "mean task score on the validation gate examples picks its rate (the test split is not "
-                   "read); every seed then runs at that rate, the first seed's run being the grid's."),
+                  lr_rule(lr_selection),
                   "", lr_table(lr_selection), ""]
     if verdicts:
         c = verdicts

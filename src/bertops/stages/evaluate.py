@@ -13,7 +13,8 @@ Models compared (rows of artifacts/evaluate/report.md):
 - tfidf: TF-IDF + logistic regression on the classification tasks (bertops.evaluate.tfidf).
 The protocol: every fine-tuning uses the `finetune:` section (capped alike by `evaluate.max_steps`
 when set), except the encoder learning rate, which each encoder gets from `evaluate.lr_grid` by
-its validation score (bertops.stages.evaluate_fits); then all seeds run at that rate. Epochs and
+its validation score, averaged over the first `evaluate.lr_seeds` seeds (bertops.stages.evaluate_fits);
+then the other seeds run at that rate. Epochs and
 rates are chosen on the validation split; the test split is only scored, once per model, after
 every choice is made. Pretrained vs random-init: a paired bootstrap over seeds and test examples
 (bertops.evaluate.bootstrap): a win when the 95% interval of the difference is above 0.
@@ -110,7 +111,7 @@ def run(params: Params) -> dict:
                 label = f"{name} seed {seed}"
                 source = fits.seed_source(params, name, seed, choice, reuse_pipeline)
                 if source == "grid":
-                    model_dirs, curves[label] = choice.model_dirs, choice.curves
+                    model_dirs, curves[label] = choice.seed_model_dirs[seed], choice.seed_curves[seed]
                 elif source == "pipeline":
                     runs[name].append(pipeline_run)
                     _add_stats(stats[name], specs, primary, pipeline_preds)

@@ -2,13 +2,15 @@
 learning rate (and, with `evaluate.encoder_dropout_grid`, fine-tuning dropout) chosen on validation.
 
 `choose_lrs` fine-tunes every encoder at every `evaluate.lr_grid` rate (times every
-`evaluate.encoder_dropout_grid` value) at the first seed, with the same step budget, and keeps the
-point whose model scores best on the validation gate examples
-(the part of each task's validation split that did not choose the kept epoch; see
+`evaluate.encoder_dropout_grid` value) at the first `evaluate.lr_seeds` seeds, with the same step
+budget, and keeps the point whose models score best, on average over those seeds, on the validation
+gate examples (the part of each task's validation split that did not choose the kept epoch; see
 bertops.train.finetune.validation_parts). It reads the train and validation splits only: the test
-split is scored later, by the stage, on models whose rate is already fixed. The model of the
-chosen rate is kept (it is that encoder's first-seed run); the others are deleted (the rule of
-bertops.evaluate.rates.choose, which the adapters' grid uses too).
+split is scored later, by the stage, on models whose rate is already fixed. The models of the
+chosen rate are kept (they are that encoder's runs at those seeds); the others are deleted (the rule
+of bertops.evaluate.rates.choose, which the adapters' grid uses too). One seed decides a rate by
+noise when two rates are close (make run Q: 0.517 vs 0.516 on 200 gate examples a task, seed
+1234), so lr_seeds 2+ averages that out, and its runs are not wasted: they are seeds of the verdict.
 
 `mode_fits` fits the rows comparing ways to adapt our encoder (bertops.evaluate.modes) with each
 row's own rate: full fine-tuning at the pretrained encoder's chosen rate (its row is the grid's
@@ -59,6 +61,9 @@ class Choice:
     grid: list[dict] = field(default_factory=list)  # [{"lr", ["encoder_dropout"], "validation_score", ...}]
     model_dirs: dict[str, Path] | None = None  # the chosen rate's first-seed model (None: no grid)
     curves: dict = field(default_factory=dict)  # its read_metrics_csv series
+    # the chosen rate's runs at every grid seed (evaluate.lr_seeds; the first is model_dirs), and their curves
+    seed_model_dirs: dict[int, dict[str, Path]] = field(default_factory=dict)
+    seed_curves: dict[int, dict] = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)
     result: dict | None = None  # the kept run's fit_multitask result
     prefit_lr: float | None = None  # the grid's rate whose run was a Prefit (not fitted here)
@@ -220,15 +225,17 @@ def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path
                tasks: list[str], prefit: dict[str, Prefit] | None = None,
                pool: FitPool | None = None) -> dict[str, Choice]:
     """Each encoder's rate and dropout: with a grid of 2+ points (evaluate.lr_grid x
-    evaluate.encoder_dropout_grid, the dropout varying slowest), fine-tune at each (first seed) and
-    keep the one with the best validation (gate) score, ties to the first in the grid; else the one
-    point. prefit: {encoder: a run that stands for its fit at that seed, rate and dropout} (not fitted
-    again). pool: fits through it, each encoder's grid a chain of its own."""
+    evaluate.encoder_dropout_grid, the dropout varying slowest), fine-tune at each (the first
+    evaluate.lr_seeds seeds) and keep the one with the best mean validation (gate) score, ties to the
+    first in the grid; else the one point. prefit: {encoder: a run that stands for its fit at the first
+    seed, that rate and dropout} (not fitted again). pool: fits through it, each encoder's grid a chain
+    of its own."""
     grid, dropouts = lr_grid(params, ft), dropout_grid(params, ft)
     points = [(lr, d) for d in dropouts for lr in grid]
     if len(points) == 1:
         return {name: Choice(chosen=grid[0], dropout=dropouts[0]) for name in encs}
-    seed = params.evaluate.seeds[0]
+    grid_seeds = list(params.evaluate.seeds[:params.evaluate.lr_seeds])
+    seed = grid_seeds[0]
     vary_dropout = len(dropouts) > 1
 
     def describe(point: tuple) -> dict:
@@ -238,45 +245,71 @@ def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path
         lr, d = point
         return f"lr {lr:g}" + (f", dropout {report.dropout_str(d)}" if vary_dropout else "")
 
+    def mean_score(result: dict) -> float:
+        return sum(result["seed_scores"]) / len(result["seed_scores"])
+
     def choose_one(name: str, init_dir: str, random_init: bool) -> Choice:
         seconds: list[float] = []
         pre = (prefit or {}).get(name)
         pre_point = (pre.lr, pre.dropout) if pre is not None and pre.seed == seed else None
         prefit_point = pre_point if pre_point in points else None
+        runs: dict[tuple, dict[int, dict[str, Path]]] = {}  # point -> seed -> model dirs
+
+        def fit_seed(point: tuple, s: int, run_dir: Path) -> tuple[dict[str, Path], dict]:
+            lr, d = point
+            if point == prefit_point and s == seed:
+                log.info("evaluate: %s seed %s at %s is the pipeline's model (%s; not fitted again)",
+                         name, s, label(point), pre.out_dir)
+                return pre.link_into(run_dir)
+            log.info("evaluate: fine-tuning %s seed %s at %s (rate selection)", name, s, label(point))
+            t0 = time.perf_counter()
+            out = fit(params, ft, init_dir, run_dir, s, random_init, tasks, lr, d, pool)
+            seconds.append(time.perf_counter() - t0)
+            return out
 
         def fit_at(point: tuple):
             lr, d = point
             tag = f"-dropout{report.dropout_str(d)}" if vary_dropout else ""
-            run_dir = work / name / f"lr{lr:g}-seed{seed}{tag}"
-            if point == prefit_point:
-                log.info("evaluate: %s seed %s at %s is the pipeline's model (%s; not fitted again)",
-                         name, seed, label(point), pre.out_dir)
-                return (*pre.link_into(run_dir), run_dir)
-            log.info("evaluate: fine-tuning %s seed %s at %s (rate selection)", name, seed, label(point))
-            t0 = time.perf_counter()
-            dirs, result = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, lr, d, pool)
-            seconds.append(time.perf_counter() - t0)
-            return dirs, result, run_dir
+            point_dir = work / name / f"lr{lr:g}{tag}"
+            results = {}
+            for s in grid_seeds:
+                runs.setdefault(point, {})[s], results[s] = fit_seed(point, s, point_dir / f"seed{s}")
+            first = results[seed]
+            # the first seed's result stands for the point (the modes' full fine-tuning row may reuse
+            # it), with every grid seed's scores beside it
+            return runs[point][seed], {**first, "seed_scores": [rates.validation_score(r) for r in results.values()],
+                                       "seed_selection_scores": [r.get("score") for r in results.values()]}, point_dir
 
-        sel = rates.choose(points, fit_at, describe)
-        log.info("evaluate: %s: %s chosen on validation (%s)", name, label(sel.point),
-                 ", ".join(f"{label(p)}: {g['validation_score']:.3f}" for p, g in zip(points, sel.grid)))
+        sel = rates.choose(points, fit_at, describe, score=mean_score)
+        log.info("evaluate: %s: %s chosen on validation (%s; mean over seeds %s)", name, label(sel.point),
+                 ", ".join(f"{label(p)}: {g['validation_score']:.3f}" for p, g in zip(points, sel.grid)), grid_seeds)
         lr, d = sel.point
-        return Choice(chosen=lr, dropout=d, dropout_chosen=vary_dropout, model_dirs=sel.model_dirs,
-                      curves=read_curves(sel.run_dir), seconds=seconds,
+        kept = runs[sel.point]
+        result = {k: v for k, v in sel.result.items() if k not in ("seed_scores", "seed_selection_scores")}
+
+        def entry(g: dict, r: dict) -> dict:
+            sel_scores = [x for x in r["seed_selection_scores"] if x is not None]
+            out = {**g, "selection_score": sum(sel_scores) / len(sel_scores) if sel_scores else None}
+            return {**out, "seeds": grid_seeds, "validation_scores": r["seed_scores"]} if len(grid_seeds) > 1 else out
+
+        return Choice(chosen=lr, dropout=d, dropout_chosen=vary_dropout, model_dirs=kept[seed],
+                      curves=read_curves(sel.run_dir / f"seed{seed}"), seconds=seconds,
+                      seed_model_dirs=dict(kept),
+                      seed_curves={s: read_curves(sel.run_dir / f"seed{s}") for s in grid_seeds},
                       prefit_lr=prefit_point[0] if prefit_point else None,
                       prefit_kept=prefit_point is not None and sel.point == prefit_point,
-                      result={**sel.result, "lr": lr, "lr_selection": sel.lr_selection()},
-                      grid=[{**g, "selection_score": r.get("score")} for g, r in zip(sel.grid, sel.results)])
+                      result={**result, "lr": lr, "lr_selection": sel.lr_selection()},
+                      grid=[entry(g, r) for g, r in zip(sel.grid, sel.results)])
 
     chains = [lambda name=name, enc=enc: choose_one(name, *enc) for name, enc in encs.items()]
     return dict(zip(encs, (pool or FitPool(1)).concurrently(chains)))
 
 
 def seed_source(params: Params, name: str, seed: int, choice: Choice, reuse_pipeline: bool) -> str:
-    """Where an encoder's run at `seed` comes from: "grid" (the first seed's kept rate-grid run),
-    "pipeline" (the finetune stage's model: same encoder, seed, rate and dropout) or "fit"."""
-    if seed == params.evaluate.seeds[0] and choice.model_dirs is not None:
+    """Where an encoder's run at `seed` comes from: "grid" (a kept rate-grid run: the first
+    evaluate.lr_seeds seeds), "pipeline" (the finetune stage's model: same encoder, seed, rate and
+    dropout) or "fit"."""
+    if seed in choice.seed_model_dirs:
         return "grid"
     pf = params.finetune
     if (name == "pretrained" and reuse_pipeline and seed == params.seed

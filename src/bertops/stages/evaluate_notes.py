@@ -47,13 +47,16 @@ def notes(params: Params, ft, tasks, encoders, reuse_pipeline, choices, metrics,
         pretrained_note = f"; seed {params.seed} is the pipeline model itself (not retrained)."
     else:
         pretrained_note = "."
+    grid_seeds = list(ep.seeds[:ep.lr_seeds])
+    by_seeds = f", by the mean over seeds {grid_seeds}" if len(grid_seeds) > 1 else ""
     if len(dropouts) > 1:
         lr_note = (f"Encoder learning rate and fine-tuning dropout chosen per encoder on validation from "
                    f"evaluate.lr_grid {[float(x) for x in grid]} x evaluate.encoder_dropout_grid "
-                   f"{[report.dropout_str(d) for d in dropouts]} (table below; config: the checkpoint's): {rates}.")
+                   f"{[report.dropout_str(d) for d in dropouts]}{by_seeds} (table below; config: the "
+                   f"checkpoint's): {rates}.")
     elif len(grid) > 1:
         lr_note = (f"Encoder learning rate chosen per encoder on validation from evaluate.lr_grid "
-                   f"{[float(x) for x in grid]} (table below): {rates}.")
+                   f"{[float(x) for x in grid]}{by_seeds} (table below): {rates}.")
     else:
         lr_note = f"Encoder learning rate {grid[0]:g} for every encoder (evaluate.lr_grid has no choice to make)."
     lines = [
