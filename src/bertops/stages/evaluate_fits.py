@@ -59,15 +59,19 @@ class Choice:
     dropout: float | None = None  # its fine-tuning encoder dropout (finetune.encoder_dropout; None: config's)
     dropout_chosen: bool = False  # the dropout came from a grid of 2+ values
     grid: list[dict] = field(default_factory=list)  # [{"lr", ["encoder_dropout"], "validation_score", ...}]
-    model_dirs: dict[str, Path] | None = None  # the chosen rate's first-seed model (None: no grid)
-    curves: dict = field(default_factory=dict)  # its read_metrics_csv series
-    # the chosen rate's runs at every grid seed (evaluate.lr_seeds; the first is model_dirs), and their curves
+    # the chosen rate's runs at every grid seed (evaluate.lr_seeds), in seed order, and their
+    # read_metrics_csv series; empty without a grid
     seed_model_dirs: dict[int, dict[str, Path]] = field(default_factory=dict)
     seed_curves: dict[int, dict] = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)
     result: dict | None = None  # the kept run's fit_multitask result
     prefit_lr: float | None = None  # the grid's rate whose run was a Prefit (not fitted here)
     prefit_kept: bool = False  # that run is the kept one
+
+    @property
+    def model_dirs(self) -> dict[str, Path] | None:
+        """The chosen rate's first-seed model (None: no grid)."""
+        return next(iter(self.seed_model_dirs.values()), None)
 
     def summary(self) -> dict:
         out = {"chosen": self.chosen, "grid": self.grid}
@@ -292,9 +296,8 @@ def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path
             out = {**g, "selection_score": sum(sel_scores) / len(sel_scores) if sel_scores else None}
             return {**out, "seeds": grid_seeds, "validation_scores": r["seed_scores"]} if len(grid_seeds) > 1 else out
 
-        return Choice(chosen=lr, dropout=d, dropout_chosen=vary_dropout, model_dirs=kept[seed],
-                      curves=read_curves(sel.run_dir / f"seed{seed}"), seconds=seconds,
-                      seed_model_dirs=dict(kept),
+        return Choice(chosen=lr, dropout=d, dropout_chosen=vary_dropout, seconds=seconds,
+                      seed_model_dirs={s: kept[s] for s in grid_seeds},
                       seed_curves={s: read_curves(sel.run_dir / f"seed{s}") for s in grid_seeds},
                       prefit_lr=prefit_point[0] if prefit_point else None,
                       prefit_kept=prefit_point is not None and sel.point == prefit_point,
