@@ -231,6 +231,9 @@ class EvaluateParams(_Section):
     # (or that value) for every encoder.
     lr_grid: list[float] = Field(default_factory=lambda: [1e-3, 2e-3])
     lr_seeds: int = Field(2, ge=1)  # all seeds when fewer; the chosen point's runs are those seeds' runs
+    # task: each task reads the grid point best on *its* validation score (BERT's per-task rate on the
+    # dev set; the encoder's runs at every point chosen by some task); encoder: one point for all tasks
+    lr_choice: Literal["task", "encoder"] = "task"
     # the encoder's fine-tuning dropout, chosen with the rate (every rate x every value; None: the
     # checkpoint's config). Empty or one value: finetune.encoder_dropout (or that value) for every encoder.
     encoder_dropout_grid: list[Annotated[float, Field(ge=0.0, lt=1.0)] | None] = Field(default_factory=list)

@@ -82,7 +82,8 @@ def test_evaluate_stage_on_real_data(tmp_path, real_data_dir, monkeypatch):
     def fit_spy(p, init_dir, out_dir, seed, **kw):
         res = fit_multitask(p, init_dir, out_dir, seed, **kw)
         events.append(("fit", "random_init" if kw.get("random_init") else "pretrained", seed,
-                        p.finetune.learning_rate, res["gate"]["score"]))
+                        p.finetune.learning_rate, res["gate"]["score"],
+                        {t: g["score"] for t, g in res["gate"]["tasks"].items()}))
         return res
 
     monkeypatch.setattr(T, "load_records", load_records)
@@ -107,6 +108,11 @@ def test_evaluate_stage_on_real_data(tmp_path, real_data_dir, monkeypatch):
         sel = m["lr_selection"][enc]
         assert sel["chosen"] == max(grid, key=lambda lr: (grid[lr], -lr))
         assert {g["lr"]: g["validation_score"] for g in sel["grid"]} == pytest.approx(grid)
+        # evaluate.lr_choice task (default): each task's rate is its own best mean gate score (ties:
+        # the encoder's rate)
+        for t in TASKS:
+            by_lr = {lr: sum(e[5][t] for e in fits if e[1] == enc and e[3] == lr) / 2 for lr in (1e-3, 5e-3)}
+            assert sel["tasks"][t]["lr"] == max(by_lr, key=lambda lr: (by_lr[lr], lr == sel["chosen"]))
     first_test = next(i for i, e in enumerate(events) if e[0] == "read" and e[1] == "test")
     last_fit = max(i for i, e in enumerate(events) if e[0] == "fit")
     assert first_test > last_fit

@@ -1,4 +1,4 @@
-"""bertops.stages.evaluate_fits.FitPool: fits in worker processes with the threads split, chains side by side."""
+"""bertops.stages.fit_pool.FitPool: fits in worker processes with the threads split, chains side by side."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from bertops.stages.evaluate_fits import FitPool
+from bertops.stages.fit_pool import FitPool
 
 
 def test_without_workers_calls_run_here_in_order():

@@ -23,6 +23,7 @@ TEST_WRONG = {5e-4: 1, 2e-3: 1}
 # validation gain of fine-tuning encoder dropout 0 (None: the checkpoint's), per random_init
 DROPOUT_GAIN = {False: {0.0: 0.2}, True: {0.0: -0.1}}
 SEED_GAIN: dict[tuple, float] = {}  # validation gain per (random_init, lr, seed); a test sets it
+TASK_GAIN: dict[tuple, float] = {}  # validation gain per (random_init, lr, task); a test sets it
 events: list[tuple] = []
 QA_TEST = [{"id": "q0", "title": "x", "question": "Which word means: a dog?", "context": "The hound barked.",
             "answers": {"text": ["hound"], "answer_start": [4]}}]
@@ -55,7 +56,10 @@ def stub(tmp_path, monkeypatch):
                                           "0,4,0.9,\n0,9,,0.7\n")
         val = (VALIDATION[random_init].get(lr, 0.5) + DROPOUT_GAIN[random_init].get(dropout, 0.0)
                + SEED_GAIN.get((random_init, lr, seed), 0.0))
-        return {"model_dir": str(model), "score": val + 0.01, "gate": {"score": val}}
+        gain = {t: TASK_GAIN.get((random_init, lr, t), 0.0) for t in tasks}
+        return {"model_dir": str(model), "score": val + 0.01,
+                "gate": {"score": val + sum(gain.values()) / len(gain),
+                         "tasks": {t: {"score": val + g} for t, g in gain.items()}}}
 
     def predict_split(model_dir, task_params, split, task_name):
         from bertops.io import read_jsonl
@@ -227,8 +231,11 @@ def test_lr_is_chosen_per_encoder_on_validation_before_test_is_read(tmp_path, st
     # best validation: pretrained 5e-4 (0.6), random-init 2e-3 (0.35); on test both are the worst rates
     sel = m["lr_selection"]
     assert (sel["pretrained"]["chosen"], sel["random_init"]["chosen"]) == (5e-4, 2e-3)
-    assert sel["pretrained"]["grid"] == [{"lr": lr, "validation_score": v, "selection_score": v + 0.01}
+    tasks = ["sentiment", "code-entities", "define-qa"]
+    assert sel["pretrained"]["grid"] == [{"lr": lr, "validation_score": v, "selection_score": v + 0.01,
+                                          "task_scores": dict.fromkeys(tasks, v)}
                                          for lr, v in VALIDATION[False].items()]
+    assert sel["pretrained"]["tasks"] == {t: {"lr": 5e-4} for t in tasks}  # every task agrees here
     # every rate at the first seed (7: the grid's run, not the pipeline model), then seeds 1, 2 at
     # the chosen rate; the grid's seed-7 run is not trained twice
     fits = [(c["random_init"], c["seed"], c["lr"]) for c in stub]
@@ -261,8 +268,9 @@ def test_grid_run_at_the_pipelines_seed_and_rate_is_the_pipeline_model(tmp_path,
     (finetune / "logs").mkdir()
     (finetune / "logs" / "metrics.csv").write_text("epoch,step,train/loss\n0,4,0.5\n")
     (finetune / "model" / "wrong").write_text("1")  # one sentiment test error: tells its scores apart
-    write_json(finetune / "metrics.json", {"score": 0.5, "gate": {"score": pipeline_gate},
-                                           "model_dirs": {t: str(finetune / "model") for t in params.tasks}})
+    write_json(finetune / "metrics.json", {
+        "score": 0.5, "gate": {"score": pipeline_gate, "tasks": {t: {"score": pipeline_gate} for t in params.tasks}},
+        "model_dirs": {t: str(finetune / "model") for t in params.tasks}})
     evaluate.main(params)
     # pretrained (1e-3 is finetune.learning_rate): only 2e-3 fitted at seed 7, then seed 1 at the chosen rate
     assert [(c["seed"], c["lr"]) for c in stub] == [(7, 2e-3), (1, chosen)]
@@ -291,8 +299,8 @@ def test_dropout_is_chosen_with_the_rate_per_encoder_and_the_pipeline_run_matche
                      baselines=["random_init"])
     params = params.model_copy(update={"finetune": params.finetune.model_copy(update={"encoder_dropout": 0.0})})
     finetune = tmp_path / "finetune"
-    write_json(finetune / "metrics.json", {"score": 0.5, "gate": {"score": 0.45},
-                                           "model_dirs": {t: str(finetune / "model") for t in params.tasks}})
+    write_json(finetune / "metrics.json", {"score": 0.5, "gate": {"score": 0.45, "tasks": {
+        t: {"score": 0.45} for t in params.tasks}}, "model_dirs": {t: str(finetune / "model") for t in params.tasks}})
     evaluate.main(params)
     # pretrained: (1e-3, 0) is the pipeline's model (finetune.encoder_dropout 0), not fitted; (1e-3,
     # config) is; dropout 0 gains 0.2 on validation for it (the stub) and loses 0.1 for random init
@@ -342,6 +350,42 @@ def test_lr_seeds_choose_the_rate_by_the_mean_over_seeds_and_their_runs_are_the_
     assert "at seeds 7, 2 with the same budget" in md and "by the mean over seeds [7, 2]" in md
     assert "| pretrained | **0.600** | 0.500 | 0.001 |" in md
     assert not list((tmp_path / "evaluate").glob(".evaluate-*"))  # the other rate's runs are gone
+
+
+def test_each_task_reads_the_rate_best_on_its_own_validation_score(tmp_path, stub, monkeypatch):
+    """evaluate.lr_choice task (the default): sentiment is best at 1e-3 on validation, the other tasks
+    and the mean at 2e-3, so the pretrained encoder's sentiment scores come from its 1e-3 runs and the
+    rest from its 2e-3 runs; the seed outside the grid is fitted at both. encoder: 2e-3 for all."""
+    from bertops.stages import evaluate
+
+    monkeypatch.setitem(TASK_GAIN, (False, 1e-3, "sentiment"), 0.15)  # 0.55 vs 0.5; mean 0.45 vs 0.5
+    evaluate.main(_params(tmp_path, lr_grid=[1e-3, 2e-3], seeds=[7, 2, 1], lr_seeds=2, baselines=["random_init"]))
+    assert [(c["random_init"], c["seed"], c["lr"]) for c in stub][8:] == [(False, 1, 1e-3), (False, 1, 2e-3),
+                                                                          (True, 1, 2e-3)]
+    m = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
+    sel = m["lr_selection"]
+    assert sel["pretrained"]["chosen"] == 2e-3
+    assert sel["pretrained"]["tasks"] == {"sentiment": {"lr": 1e-3}, "code-entities": {"lr": 2e-3},
+                                          "define-qa": {"lr": 2e-3}}
+    assert all(v == {"lr": 2e-3} for v in sel["random_init"]["tasks"].values())
+    assert sel["pretrained"]["grid"][0]["task_scores"]["sentiment"] == pytest.approx(0.55)
+    # the stub's 2e-3 models get one test error: sentiment (5 examples) is right everywhere at 1e-3;
+    # code entities (2 examples, 2 entities) misses the first example's entity at 2e-3: F1 2/3
+    assert m["pretrained"]["sentiment"]["accuracy"]["mean"] == pytest.approx(1.0)
+    assert m["pretrained"]["code-entities"]["f1"]["mean"] == pytest.approx(2 / 3)
+    md = (tmp_path / "evaluate" / "report.md").read_text()
+    assert "| sentiment | **0.550** / 0.500 | 0.200 / **0.350** |" in md
+    assert "pretrained 0.002 (sentiment 0.001), random_init 0.002" in md
+    assert not list((tmp_path / "evaluate").glob(".evaluate-*"))
+
+    # one rate per encoder: sentiment at 2e-3 too (one error on test), one fit per seed outside the grid
+    stub.clear()
+    evaluate.main(_params(tmp_path, lr_grid=[1e-3, 2e-3], seeds=[7, 2, 1], lr_seeds=2, baselines=["random_init"],
+                          lr_choice="encoder"))
+    assert [(c["random_init"], c["seed"], c["lr"]) for c in stub][8:] == [(False, 1, 2e-3), (True, 1, 2e-3)]
+    m = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
+    assert "tasks" not in m["lr_selection"]["pretrained"]
+    assert m["pretrained"]["sentiment"]["accuracy"]["mean"] == pytest.approx(0.8)
 
 
 def test_one_rate_grid_is_todays_protocol_at_that_rate(tmp_path, stub):

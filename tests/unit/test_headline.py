@@ -57,7 +57,8 @@ def test_each_stage_headline_is_a_few_numbers_from_its_detail(tmp_path, params):
                                         "mean_score": {"mean": 0.3}},
         "majority": {"mean_score": {"mean": 0.1}}, "split": "test",
         "lr_selection": {"pretrained": {"chosen": 0.001, "grid": [{"lr": 0.001, "validation_score": 0.5},
-                                                                  {"lr": 0.002, "validation_score": 0.4}]},
+                                                                  {"lr": 0.002, "validation_score": 0.4}],
+                                        "tasks": {"a": {"lr": 0.001}, "b": {"lr": 0.002}}},
                          "random_init": {"chosen": 0.002, "grid": [{"lr": 0.001, "validation_score": 0.3},
                                                                    {"lr": 0.002, "validation_score": 0.35}]}},
         "verdict": {"wins": 3, "ties": 1, "losses": 1, "tasks": {"a": {"outcome": "win"}},
@@ -74,6 +75,7 @@ def test_each_stage_headline_is_a_few_numbers_from_its_detail(tmp_path, params):
                                 "steps": 20}
     assert read["evaluate"] == {"test_score": 0.3, "test": {"a": 0.4, "b": 0.2}, "majority_test_score": 0.1,
                                 "lr": {"pretrained": 0.001, "random_init": 0.002},
+                                "lr_tasks": {"pretrained": {"a": 0.001, "b": 0.002}},
                                 "pretrained_vs_random": {"wins": 3, "ties": 1, "losses": 1, "mean_difference": 0.0312,
                                                          "mean_ci_low": 0.01, "mean_ci_high": 0.05}}
     assert read["distill"] == {"gate_score": 0.1235, "selection_score": 0.41, "student_params": 1000,

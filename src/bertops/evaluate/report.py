@@ -148,15 +148,19 @@ def dropout_str(dropout: float | None) -> str:
     return "config" if dropout is None else f"{dropout:g}"
 
 
+def _point(g: Mapping) -> tuple:
+    """A grid entry's (lr[, dropout]) as the tables show it."""
+    return (g["lr"], dropout_str(g["encoder_dropout"])) if "encoder_dropout" in g else (g["lr"],)
+
+
+def _label(p: tuple) -> str:
+    return f"lr {p[0]:g}" + (f", dropout {p[1]}" if len(p) > 1 else "")
+
+
 def lr_table(selection: Mapping[str, Mapping]) -> str:
     """The fine-tuning rates (and encoder dropouts, when chosen too) tried per encoder: validation
     score of each, the chosen one in bold."""
-    def point(g: Mapping) -> tuple:
-        return (g["lr"], dropout_str(g["encoder_dropout"])) if "encoder_dropout" in g else (g["lr"],)
-
-    def label(p: tuple) -> str:
-        return f"lr {p[0]:g}" + (f", dropout {p[1]}" if len(p) > 1 else "")
-
+    point, label = _point, _label
     points = list(dict.fromkeys(point(g) for s in selection.values() for g in s["grid"]))
     lines = ["| encoder | " + " | ".join(label(p) for p in points) + " | chosen |",
              "|---|" + "---|" * (len(points) + 1)]
@@ -170,9 +174,37 @@ def lr_table(selection: Mapping[str, Mapping]) -> str:
     return "\n".join(lines)
 
 
+def task_lr_table(selection: Mapping[str, Mapping]) -> str:
+    """Each task's point per encoder (evaluate.lr_choice "task"): the task's validation score at every
+    grid point, in grid order, its chosen one in bold. "" when no encoder chose per task."""
+    chosen = {name: s for name, s in selection.items() if s.get("tasks")}
+    if not chosen:
+        return ""
+    points = list(dict.fromkeys(_point(g) for s in chosen.values() for g in s["grid"]))
+    tasks = list(dict.fromkeys(t for s in chosen.values() for t in s["tasks"]))
+    lines = [f"Per task, the encoder's runs at the point best on that task's validation score (same seeds); "
+             f"cells: {' / '.join(_label(p) for p in points)}, the chosen in bold.", "",
+             "| task | " + " | ".join(chosen) + " |", "|---|" + "---|" * len(chosen)]
+    for t in tasks:
+        cells = []
+        for s in chosen.values():
+            scores = {_point(g): g["task_scores"][t] for g in s["grid"]}
+            cells.append(" / ".join((f"**{scores[p]:.3f}**" if p == _point(s["tasks"][t]) else f"{scores[p]:.3f}")
+                                    if p in scores else "–" for p in points))
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def lr_rule(selection: Mapping[str, Mapping]) -> str:
     """How the rates in lr_table were chosen: at the first seed, or by the mean over the first seeds."""
     seeds = next((g["seeds"] for s in selection.values() for g in s["grid"] if "seeds" in g), None)
+    if any(s.get("tasks") for s in selection.values()):
+        return ("Each encoder is fine-tuned at every rate at seeds " + ", ".join(map(str, seeds or [])) +
+                " with the same budget (the test split is not read). Per task (evaluate.lr_choice task, "
+                "BERT's protocol): each task's scores come from the encoder's runs at the rate best on that "
+                "task's validation gate examples, averaged over those seeds (second table); the other "
+                "seeds run at every rate some task chose. The mean over tasks (first table) sets the "
+                "encoder's one rate: its full fine-tuning row among the ways to adapt it.")
     if not seeds:
         return ("Each encoder is fine-tuned at every rate at the first seed with the same budget; the "
                 "mean task score on the validation gate examples picks its rate (the test split is not "
@@ -191,9 +223,10 @@ def render_report(aggregates: Mapping[str, Mapping], tasks: Sequence[str], *,
     parts = ["# Evaluation", "", *notes, "", "## Scores (mean ± std over seeds)", "",
              score_table(aggregates, tasks, primary), ""]
     if lr_selection and any(s["grid"] for s in lr_selection.values()):
+        per_task = task_lr_table(lr_selection)
         parts += ["## Learning rate per encoder, chosen on validation", "",
                   lr_rule(lr_selection),
-                  "", lr_table(lr_selection), ""]
+                  "", lr_table(lr_selection), "", *([per_task, ""] if per_task else [])]
     if verdicts:
         c = verdicts
         parts += ["## Does pretraining help?", "",

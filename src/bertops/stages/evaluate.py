@@ -13,8 +13,8 @@ Models compared (rows of artifacts/evaluate/report.md):
 - tfidf: TF-IDF + logistic regression on the classification tasks (bertops.evaluate.tfidf).
 The protocol: every fine-tuning uses the `finetune:` section (capped alike by `evaluate.max_steps`
 when set), except the encoder learning rate, which each encoder gets from `evaluate.lr_grid` by
-its validation score, averaged over the first `evaluate.lr_seeds` seeds (bertops.stages.evaluate_fits);
-then the other seeds run at that rate. Epochs and
+its validation score, averaged over the first `evaluate.lr_seeds` seeds (bertops.stages.evaluate_fits),
+per task by default (`evaluate.lr_choice`); then the other seeds run at those rates. Epochs and
 rates are chosen on the validation split; the test split is only scored, once per model, after
 every choice is made. Pretrained vs random-init: a paired bootstrap over seeds and test examples
 (bertops.evaluate.bootstrap): a win when the 95% interval of the difference is above 0.
@@ -42,6 +42,7 @@ from bertops.evaluate.metrics import confusion_matrix, primary_metric, task_metr
 from bertops.io import atomic_path, write_json, write_jsonl, write_text
 from bertops.stages import evaluate_fits as fits
 from bertops.stages import evaluate_notes
+from bertops.stages.fit_pool import FitPool
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def run(params: Params) -> dict:
     out_dir = Path(ep.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=out_dir))
-    pool = fits.FitPool(ep.jobs)
+    pool = FitPool(ep.jobs)
     try:
         notes: list[str] = []
         ft = fits.finetune_budget(params)
@@ -118,9 +119,8 @@ def run(params: Params) -> dict:
                     curves[label] = fits.read_curves(Path(pf.out_dir))
                     continue
                 else:
-                    model_dirs, run_dir, fit_seconds = seed_fits[(name, seed)]
-                    seconds[name].append(fit_seconds)
-                    curves[label] = fits.read_curves(run_dir)
+                    model_dirs, curves[label], fit_seconds = seed_fits[(name, seed)]
+                    seconds[name].extend(fit_seconds)
                 if seed == ep.seeds[0] and choice.prefit_kept:
                     metrics, preds = pipeline_run, pipeline_preds  # the grid kept the pipeline's model: scored once
                 else:

@@ -12,6 +12,12 @@ of bertops.evaluate.rates.choose, which the adapters' grid uses too). One seed d
 noise when two rates are close (make run Q: 0.517 vs 0.516 on 200 gate examples a task, seed
 1234), so lr_seeds 2+ averages that out, and its runs are not wasted: they are seeds of the verdict.
 
+With evaluate.lr_choice "task" (BERT's protocol: the best fine-tuning rate per task on the dev set)
+each task then takes the point best on its own validation score, averaged over the same seeds (ties:
+the encoder's point): a multi-task run trains every task at one encoder rate, so a task's scores
+come from the encoder's runs at its point, and the other seeds are fitted at every point some task
+chose. The encoder's one point (best mean over tasks) still sets the modes' full fine-tuning row.
+
 `mode_fits` fits the rows comparing ways to adapt our encoder (bertops.evaluate.modes) with each
 row's own rate: full fine-tuning at the pretrained encoder's chosen rate (its row is the grid's
 kept run when that run is full fine-tuning with heads on the last layer, not fitted again),
@@ -20,10 +26,7 @@ best head rate of evaluate.frozen_lr_grid (a linear head on fixed features wants
 heads trained along with their encoder: at 75 steps a code-entities head at 2e-3 learnt only the
 `O` prior, F1 0, against 0.066 at 3e-2).
 
-`FitPool` runs these fine-tunings `evaluate.jobs` at a time in worker processes, the CPU threads
-split among them: on 2 CPU cores two 1-thread fits do ~1.7x the work of one 2-thread fit (small
-matmuls scale poorly over threads). Independent chains of fits (each encoder's rate grid, the modes'
-grids, the seeds) then run side by side; with jobs 1 every fit runs in this process, in order.
+Fits go through a `bertops.stages.fit_pool.FitPool` (`evaluate.jobs` at a time).
 
 `Prefit` is a fine-tuning the pipeline already made (the finetune stage's model): the grid's run at
 its seed and rate is that model, hard-linked into the grid's folder rather than fitted again (with
@@ -35,17 +38,15 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertops.config import Params
 from bertops.evaluate import baselines, rates, report
+from bertops.stages.fit_pool import FitPool, fit_multitask_here
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +60,28 @@ class Choice:
     dropout: float | None = None  # its fine-tuning encoder dropout (finetune.encoder_dropout; None: config's)
     dropout_chosen: bool = False  # the dropout came from a grid of 2+ values
     grid: list[dict] = field(default_factory=list)  # [{"lr", ["encoder_dropout"], "validation_score", ...}]
-    # the chosen rate's runs at every grid seed (evaluate.lr_seeds), in seed order, and their
-    # read_metrics_csv series; empty without a grid
+    # {task: (lr, dropout)}: the point each task's scores come from (evaluate.lr_choice "task": its own
+    # best on validation; "encoder": (chosen, dropout) for all)
+    task_points: dict[str, tuple] = field(default_factory=dict)
+    task_choice: dict[str, dict] = field(default_factory=dict)  # per-task choice: {task: grid entry keys}
+    # every grid seed's (evaluate.lr_seeds) models, each task's at its point, and their
+    # read_metrics_csv series (each task's columns from its point's run); empty without a grid
     seed_model_dirs: dict[int, dict[str, Path]] = field(default_factory=dict)
     seed_curves: dict[int, dict] = field(default_factory=dict)
+    chosen_model_dirs: dict[str, Path] | None = None  # the encoder's point's first-seed run (None: no grid)
     seconds: list[float] = field(default_factory=list)
-    result: dict | None = None  # the kept run's fit_multitask result
+    result: dict | None = None  # the encoder's point's first-seed fit_multitask result
     prefit_lr: float | None = None  # the grid's rate whose run was a Prefit (not fitted here)
-    prefit_kept: bool = False  # that run is the kept one
+    prefit_kept: bool = False  # every task's first-seed run is that one
 
-    @property
-    def model_dirs(self) -> dict[str, Path] | None:
-        """The chosen rate's first-seed model (None: no grid)."""
-        return next(iter(self.seed_model_dirs.values()), None)
+    def points(self) -> list[tuple]:
+        """The distinct points the tasks read, in task order (the encoder's point without task_points)."""
+        return list(dict.fromkeys(self.task_points.values())) or [(self.chosen, self.dropout)]
 
     def summary(self) -> dict:
         out = {"chosen": self.chosen, "grid": self.grid}
-        return {**out, "encoder_dropout": self.dropout} if self.dropout_chosen else out
+        out = {**out, "encoder_dropout": self.dropout} if self.dropout_chosen else out
+        return {**out, "tasks": self.task_choice} if self.task_choice else out
 
 
 @dataclass
@@ -103,66 +109,6 @@ def _link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:  # another filesystem, or links not allowed
         shutil.copy2(src, dst)
-
-
-def _worker_threads(threads: int) -> None:
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # a spawned worker: torch is not imported yet
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _fit_multitask(*args, **kwargs) -> dict:
-    from bertops.train.finetune import fit_multitask
-
-    return fit_multitask(*args, **kwargs)
-
-
-class FitPool:
-    """Fine-tunings (bertops.train.finetune.fit_multitask) in `jobs` spawned worker processes with the
-    threads of this one (torch.get_num_threads()) split among them; jobs 1 (or 1 thread): in this
-    process. `concurrently` runs independent chains of fits side by side (threads that wait on the
-    workers), or one after another without workers. Use as a context manager."""
-
-    def __init__(self, jobs: int):
-        import torch
-
-        total = torch.get_num_threads()
-        self.jobs = max(1, min(jobs, total))
-        self._pool = None
-        if self.jobs > 1:
-            # spawn, not fork: this process may hold threads (MLflow, torch) that fork would copy mid-state
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_worker_threads, initargs=(total // self.jobs,))
-
-    def __enter__(self) -> FitPool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def call(self, fn: Callable, *args, **kwargs):
-        """fn(*args, **kwargs) in a worker (fn and its arguments picklable), or here without workers."""
-        if self._pool is None:
-            return fn(*args, **kwargs)
-        return self._pool.submit(fn, *args, **kwargs).result()
-
-    def fit_multitask(self, *args, **kwargs) -> dict:
-        return self.call(_fit_multitask, *args, **kwargs)
-
-    def concurrently(self, chains: Sequence[Callable[[], object]]) -> list:
-        """[chain() for chain in chains], side by side when there are workers (each chain's fits go
-        through this pool); the first error is raised once every chain has stopped."""
-        if self._pool is None or len(chains) < 2:
-            return [chain() for chain in chains]
-        with ThreadPoolExecutor(len(chains)) as threads:
-            futures = [threads.submit(chain) for chain in chains]
-            return [f.result() for f in futures]
 
 
 def finetune_budget(params: Params):
@@ -207,7 +153,7 @@ def fit(params: Params, ft, init_dir: str, run_dir: Path, seed: int, random_init
         pool: FitPool | None = None) -> tuple[dict[str, Path], dict]:
     """Fine-tune one encoder at one seed, encoder rate and encoder dropout: ({task: model dir},
     fit_multitask's result)."""
-    fit_multitask = pool.fit_multitask if pool is not None else _fit_multitask
+    fit_multitask = pool.fit_multitask if pool is not None else fit_multitask_here
     ft_params = params.model_copy(update={"finetune": ft.model_copy(
         update={"learning_rate": lr, "encoder_dropout": dropout})})
     # loggers=None: a CSV log in run_dir only; baseline runs stay out of the stage's MLflow run
@@ -225,6 +171,33 @@ def read_curves(run_dir: Path) -> dict:
     return curves
 
 
+def compose_curves(point_curves: dict[tuple, dict], task_points: dict[str, tuple]) -> dict:
+    """One seed's curves when tasks read different points' runs: each task's columns from its point's
+    run, the shared ones (e.g. the summed train loss) from the first task's."""
+    points = list(dict.fromkeys(task_points.values()))
+    if len(points) == 1:
+        return point_curves[points[0]]
+    base = point_curves[points[0]]
+    out = {c: v for c, v in base.items() if not any(report.task_columns([c], t) for t in task_points)}
+    for t, p in task_points.items():
+        out.update({c: point_curves[p][c] for c in report.task_columns(list(point_curves[p]), t)})
+    return out
+
+
+def point_folder(point: tuple, vary_dropout: bool) -> str:
+    """A grid point's run folder name: lr<rate>[-dropout<d>]."""
+    lr, d = point
+    return f"lr{lr:g}" + (f"-dropout{report.dropout_str(d)}" if vary_dropout else "")
+
+
+def task_scores(result: dict) -> dict[str, float]:
+    """{task: validation (gate) score} of one fit_multitask result."""
+    tasks = (result.get("gate") or {}).get("tasks")
+    if not tasks:
+        raise ValueError("fit_multitask returned no per-task gate (validation) scores")
+    return {t: float(m["score"]) for t, m in tasks.items()}
+
+
 def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path,
                tasks: list[str], prefit: dict[str, Prefit] | None = None,
                pool: FitPool | None = None) -> dict[str, Choice]:
@@ -233,14 +206,16 @@ def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path
     evaluate.lr_seeds seeds) and keep the one with the best mean validation (gate) score, ties to the
     first in the grid; else the one point. prefit: {encoder: a run that stands for its fit at the first
     seed, that rate and dropout} (not fitted again). pool: fits through it, each encoder's grid a chain
-    of its own."""
+    of its own. With evaluate.lr_choice "task", each task also gets its own point (module docstring)."""
     grid, dropouts = lr_grid(params, ft), dropout_grid(params, ft)
     points = [(lr, d) for d in dropouts for lr in grid]
     if len(points) == 1:
-        return {name: Choice(chosen=grid[0], dropout=dropouts[0]) for name in encs}
+        return {name: Choice(chosen=grid[0], dropout=dropouts[0], task_points={t: points[0] for t in tasks})
+                for name in encs}
     grid_seeds = list(params.evaluate.seeds[:params.evaluate.lr_seeds])
     seed = grid_seeds[0]
     vary_dropout = len(dropouts) > 1
+    per_task = params.evaluate.lr_choice == "task"
 
     def describe(point: tuple) -> dict:
         return {"lr": point[0], "encoder_dropout": point[1]} if vary_dropout else {"lr": point[0]}
@@ -272,9 +247,7 @@ def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path
             return out
 
         def fit_at(point: tuple):
-            lr, d = point
-            tag = f"-dropout{report.dropout_str(d)}" if vary_dropout else ""
-            point_dir = work / name / f"lr{lr:g}{tag}"
+            point_dir = work / name / point_folder(point, vary_dropout)
             results = {}
             for s in grid_seeds:
                 runs.setdefault(point, {})[s], results[s] = fit_seed(point, s, point_dir / f"seed{s}")
@@ -282,27 +255,49 @@ def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path
             # the first seed's result stands for the point (the modes' full fine-tuning row may reuse
             # it), with every grid seed's scores beside it
             return runs[point][seed], {**first, "seed_scores": [rates.validation_score(r) for r in results.values()],
-                                       "seed_selection_scores": [r.get("score") for r in results.values()]}, point_dir
+                                       "seed_selection_scores": [r.get("score") for r in results.values()],
+                                       "seed_task_scores": [task_scores(r) for r in results.values()] if per_task
+                                       else []}, point_dir
 
-        sel = rates.choose(points, fit_at, describe, score=mean_score)
+        sel = rates.choose(points, fit_at, describe, score=mean_score, prune=False)
         log.info("evaluate: %s: %s chosen on validation (%s; mean over seeds %s)", name, label(sel.point),
                  ", ".join(f"{label(p)}: {g['validation_score']:.3f}" for p, g in zip(points, sel.grid)), grid_seeds)
         lr, d = sel.point
-        kept = runs[sel.point]
-        result = {k: v for k, v in sel.result.items() if k not in ("seed_scores", "seed_selection_scores")}
+        # {point: {task: mean validation score over the grid seeds}}
+        task_means = {p: {t: sum(s[t] for s in r["seed_task_scores"]) / len(grid_seeds) for t in tasks}
+                      for p, r in zip(points, sel.results)} if per_task else {}
+        if per_task:  # each task's best point; ties: the encoder's point, then the first in the grid
+            task_points = {t: points[max(range(len(points)), key=lambda i: (task_means[points[i]][t],
+                                                                           points[i] == sel.point, -i))]
+                           for t in tasks}
+            log.info("evaluate: %s: per task on validation: %s", name,
+                     ", ".join(f"{t} {label(p)}" for t, p in task_points.items()))
+        else:
+            task_points = {t: sel.point for t in tasks}
+        keep = {sel.point, *task_points.values()}
+        for p, run_dir in zip(points, sel.run_dirs):
+            if p not in keep:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        result = {k: v for k, v in sel.result.items()
+                  if k not in ("seed_scores", "seed_selection_scores", "seed_task_scores")}
 
-        def entry(g: dict, r: dict) -> dict:
+        def entry(p: tuple, g: dict, r: dict) -> dict:
             sel_scores = [x for x in r["seed_selection_scores"] if x is not None]
             out = {**g, "selection_score": sum(sel_scores) / len(sel_scores) if sel_scores else None}
+            out = {**out, "task_scores": task_means[p]} if per_task else out
             return {**out, "seeds": grid_seeds, "validation_scores": r["seed_scores"]} if len(grid_seeds) > 1 else out
 
-        return Choice(chosen=lr, dropout=d, dropout_chosen=vary_dropout, seconds=seconds,
-                      seed_model_dirs={s: kept[s] for s in grid_seeds},
-                      seed_curves={s: read_curves(sel.run_dir / f"seed{s}") for s in grid_seeds},
+        kept = {p: sel.run_dirs[points.index(p)] for p in keep}
+        return Choice(chosen=lr, dropout=d, dropout_chosen=vary_dropout, seconds=seconds, task_points=task_points,
+                      task_choice={t: describe(p) for t, p in task_points.items()} if per_task else {},
+                      seed_model_dirs={s: {t: runs[task_points[t]][s][t] for t in tasks} for s in grid_seeds},
+                      seed_curves={s: compose_curves({p: read_curves(kept[p] / f"seed{s}") for p in kept},
+                                                     task_points) for s in grid_seeds},
+                      chosen_model_dirs=runs[sel.point][seed],
                       prefit_lr=prefit_point[0] if prefit_point else None,
-                      prefit_kept=prefit_point is not None and sel.point == prefit_point,
+                      prefit_kept=prefit_point is not None and set(task_points.values()) == {prefit_point},
                       result={**result, "lr": lr, "lr_selection": sel.lr_selection()},
-                      grid=[entry(g, r) for g, r in zip(sel.grid, sel.results)])
+                      grid=[entry(p, g, r) for p, g, r in zip(points, sel.grid, sel.results)])
 
     chains = [lambda name=name, enc=enc: choose_one(name, *enc) for name, enc in encs.items()]
     return dict(zip(encs, (pool or FitPool(1)).concurrently(chains)))
@@ -316,39 +311,50 @@ def seed_source(params: Params, name: str, seed: int, choice: Choice, reuse_pipe
         return "grid"
     pf = params.finetune
     if (name == "pretrained" and reuse_pipeline and seed == params.seed
-            and choice.chosen == pf.learning_rate and choice.dropout == pf.encoder_dropout):
+            and choice.points() == [(pf.learning_rate, pf.encoder_dropout)]):
         return "pipeline"
     return "fit"
 
 
 def seed_fits(params: Params, ft, encoders: dict[str, tuple[str, bool]], choices: dict[str, Choice],
-               reuse_pipeline: bool, tasks: list[str], work: Path, pool: FitPool) -> dict[tuple, tuple]:
-    """{(encoder, seed): (model dirs, run dir, seconds)} of the seeds that need a fit: not the first
-    seed's grid run, nor the pipeline's model (its seed, rate and dropout), each a chain of the pool."""
-    todo = [(name, seed) for name in encoders for seed in params.evaluate.seeds
-            if seed_source(params, name, seed, choices[name], reuse_pipeline) == "fit"]
+              reuse_pipeline: bool, tasks: list[str], work: Path, pool: FitPool) -> dict[tuple, tuple]:
+    """{(encoder, seed): ({task: model dir}, curves, [seconds per fit])} of the seeds that need a fit: not a grid
+    seed's run, nor the pipeline's model (its seed, rate and dropout). One fit per point the encoder's
+    tasks read (Choice.points), each a chain of the pool; each task's model from its point's fit."""
+    todo = [(name, seed, point) for name in encoders for seed in params.evaluate.seeds
+            if seed_source(params, name, seed, choices[name], reuse_pipeline) == "fit"
+            for point in choices[name].points()]
+    vary_dropout = len(dropout_grid(params, ft)) > 1
 
-    def fit_one(name: str, seed: int) -> tuple:
+    def fit_one(name: str, seed: int, point: tuple) -> tuple:
         init_dir, random_init = encoders[name]
-        choice = choices[name]
-        log.info("evaluate: fine-tuning %s seed %s at lr %g%s", name, seed, choice.chosen,
-                 f", dropout {report.dropout_str(choice.dropout)}" if choice.dropout_chosen else "")
+        lr, d = point
+        log.info("evaluate: fine-tuning %s seed %s at lr %g%s", name, seed, lr,
+                 f", dropout {report.dropout_str(d)}" if vary_dropout else "")
         t0 = time.perf_counter()
-        run_dir = work / name / f"seed{seed}"
-        model_dirs, _ = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, choice.chosen, choice.dropout,
-                            pool)
-        return model_dirs, run_dir, time.perf_counter() - t0
+        run_dir = work / name / point_folder(point, vary_dropout) / f"seed{seed}"
+        model_dirs, _ = fit(params, ft, init_dir, run_dir, seed, random_init, tasks, lr, d, pool)
+        return model_dirs, read_curves(run_dir), time.perf_counter() - t0
 
-    return dict(zip(todo, pool.concurrently([lambda k=k: fit_one(*k) for k in todo])))
+    done = dict(zip(todo, pool.concurrently([lambda k=k: fit_one(*k) for k in todo])))
+    out = {}
+    for name, seed in dict.fromkeys((name, seed) for name, seed, _ in todo):
+        task_points = choices[name].task_points or {t: choices[name].points()[0] for t in tasks}
+        fitted = {p: done[(name, seed, p)] for p in choices[name].points()}
+        out[(name, seed)] = ({t: fitted[task_points[t]][0][t] for t in tasks},
+                             compose_curves({p: f[1] for p, f in fitted.items()}, task_points),
+                             [f[2] for f in fitted.values()])
+    return out
 
 
 def full_row_run(ft, choice: Choice) -> tuple[dict[str, Path], dict] | None:
     """The pretrained encoder's kept grid run when it is what the modes' "finetune" row would fit
     (same encoder, first seed, chosen rate and dropout, budget `ft`): full fine-tuning with heads on the last
     layer. None without a grid or in another finetune mode / feature_layers."""
-    if choice.model_dirs is None or choice.result is None or ft.mode != "finetune" or ft.feature_layers != "last":
+    if (choice.chosen_model_dirs is None or choice.result is None or ft.mode != "finetune"
+            or ft.feature_layers != "last"):
         return None
-    return choice.model_dirs, choice.result
+    return choice.chosen_model_dirs, choice.result
 
 
 def mode_fits(params: Params, ft, choices: dict[str, Choice] | None, work: Path, tasks: list[str],

@@ -26,8 +26,14 @@ def encoder_size(model_dir: str) -> str:
 def notes(params: Params, ft, tasks, encoders, reuse_pipeline, choices, metrics, notes) -> list[str]:
     ep = params.evaluate
     n = ", ".join(f"{t} {metrics['n_examples'][t]}" for t in tasks)
-    rates = ", ".join(f"{name} {c.chosen:g}" + (f" (dropout {report.dropout_str(c.dropout)})" if c.dropout_chosen
-                                                 else "") for name, c in choices.items())
+    def rate(name: str, c) -> str:
+        own = f"{name} {c.chosen:g}" + (f" (dropout {report.dropout_str(c.dropout)})" if c.dropout_chosen else "")
+        other = {t: p for t, p in c.task_points.items() if c.task_choice and p != (c.chosen, c.dropout)}
+        return own + (" (" + ", ".join(f"{t} {p[0]:g}" + (f", dropout {report.dropout_str(p[1])}"
+                                                          if c.dropout_chosen else "")
+                                       for t, p in other.items()) + ")" if other else "")
+
+    rates = ", ".join(rate(name, c) for name, c in choices.items())
     grid, dropouts = fits.lr_grid(params, ft), fits.dropout_grid(params, ft)
     budget = (f"max_epochs={ft.max_epochs}, max_steps={ft.max_steps}, steps_per_epoch={ft.steps_per_epoch}, "
               f"batch_size={ft.batch_size}, max_train_examples_per_task={ft.max_train_examples_per_task}, "
@@ -49,6 +55,7 @@ def notes(params: Params, ft, tasks, encoders, reuse_pipeline, choices, metrics,
         pretrained_note = "."
     grid_seeds = list(ep.seeds[:ep.lr_seeds])
     by_seeds = f", by the mean over seeds {grid_seeds}" if len(grid_seeds) > 1 else ""
+    by_seeds += ", per task (the tasks' rates in brackets where not the encoder's)" if ep.lr_choice == "task" else ""
     if len(dropouts) > 1:
         lr_note = (f"Encoder learning rate and fine-tuning dropout chosen per encoder on validation from "
                    f"evaluate.lr_grid {[float(x) for x in grid]} x evaluate.encoder_dropout_grid "
