@@ -160,17 +160,16 @@ def _label(p: tuple) -> str:
 def lr_table(selection: Mapping[str, Mapping]) -> str:
     """The fine-tuning rates (and encoder dropouts, when chosen too) tried per encoder: validation
     score of each, the chosen one in bold."""
-    point, label = _point, _label
-    points = list(dict.fromkeys(point(g) for s in selection.values() for g in s["grid"]))
-    lines = ["| encoder | " + " | ".join(label(p) for p in points) + " | chosen |",
+    points = list(dict.fromkeys(_point(g) for s in selection.values() for g in s["grid"]))
+    lines = ["| encoder | " + " | ".join(_label(p) for p in points) + " | chosen |",
              "|---|" + "---|" * (len(points) + 1)]
     for name, s in selection.items():
-        by_point = {point(g): g["validation_score"] for g in s["grid"]}
-        chosen = point({"lr": s["chosen"], **({"encoder_dropout": s["encoder_dropout"]}
+        by_point = {_point(g): g["validation_score"] for g in s["grid"]}
+        chosen = _point({"lr": s["chosen"], **({"encoder_dropout": s["encoder_dropout"]}
                                               if "encoder_dropout" in s else {})})
         cells = [(f"**{by_point[p]:.3f}**" if p == chosen else f"{by_point[p]:.3f}") if p in by_point else ""
                  for p in points]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {label(chosen).removeprefix('lr ')} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_label(chosen).removeprefix('lr ')} |")
     return "\n".join(lines)
 
 
@@ -199,12 +198,13 @@ def lr_rule(selection: Mapping[str, Mapping]) -> str:
     """How the rates in lr_table were chosen: at the first seed, or by the mean over the first seeds."""
     seeds = next((g["seeds"] for s in selection.values() for g in s["grid"] if "seeds" in g), None)
     if any(s.get("tasks") for s in selection.values()):
-        return ("Each encoder is fine-tuned at every rate at seeds " + ", ".join(map(str, seeds or [])) +
-                " with the same budget (the test split is not read). Per task (evaluate.lr_choice task, "
-                "BERT's protocol): each task's scores come from the encoder's runs at the rate best on that "
-                "task's validation gate examples, averaged over those seeds (second table); the other "
-                "seeds run at every rate some task chose. The mean over tasks (first table) sets the "
-                "encoder's one rate: its full fine-tuning row among the ways to adapt it.")
+        at = f"seeds {', '.join(map(str, seeds))}" if seeds else "the first seed"
+        return (f"Each encoder is fine-tuned at every rate at {at} with the same budget (the test split is "
+                "not read). Per task (evaluate.lr_choice task, BERT's protocol): each task's scores come from "
+                "the encoder's runs at the rate best on that task's validation gate examples (averaged over "
+                "the seeds; second table); the other seeds run at every rate some task chose. The mean over "
+                "tasks (first table) sets the encoder's one rate: its full fine-tuning row among the ways to "
+                "adapt it.")
     if not seeds:
         return ("Each encoder is fine-tuned at every rate at the first seed with the same budget; the "
                 "mean task score on the validation gate examples picks its rate (the test split is not "
