@@ -61,9 +61,9 @@ class Choice:
     dropout_chosen: bool = False  # the dropout came from a grid of 2+ values
     grid: list[dict] = field(default_factory=list)  # [{"lr", ["encoder_dropout"], "validation_score", ...}]
     # {task: (lr, dropout)}: the point each task's scores come from (evaluate.lr_choice "task": its own
-    # best on validation; "encoder": (chosen, dropout) for all)
+    # best on validation; "encoder", or no grid: (chosen, dropout) for all); set by choose_lrs
     task_points: dict[str, tuple] = field(default_factory=dict)
-    task_choice: dict[str, dict] = field(default_factory=dict)  # per-task choice: {task: grid entry keys}
+    per_task: bool = False  # task_points were chosen per task (the summary lists them)
     # every grid seed's (evaluate.lr_seeds) models, each task's at its point, and their
     # read_metrics_csv series (each task's columns from its point's run); empty without a grid
     seed_model_dirs: dict[int, dict[str, Path]] = field(default_factory=dict)
@@ -75,13 +75,16 @@ class Choice:
     prefit_kept: bool = False  # every task's first-seed run is that one
 
     def points(self) -> list[tuple]:
-        """The distinct points the tasks read, in task order (the encoder's point without task_points)."""
-        return list(dict.fromkeys(self.task_points.values())) or [(self.chosen, self.dropout)]
+        """The distinct points the tasks read, in task order."""
+        return list(dict.fromkeys(self.task_points.values()))
 
     def summary(self) -> dict:
         out = {"chosen": self.chosen, "grid": self.grid}
         out = {**out, "encoder_dropout": self.dropout} if self.dropout_chosen else out
-        return {**out, "tasks": self.task_choice} if self.task_choice else out
+        if not self.per_task:
+            return out
+        return {**out, "tasks": {t: {"lr": lr, **({"encoder_dropout": d} if self.dropout_chosen else {})}
+                                 for t, (lr, d) in self.task_points.items()}}
 
 
 @dataclass
@@ -289,7 +292,7 @@ def choose_lrs(params: Params, ft, encs: dict[str, tuple[str, bool]], work: Path
 
         kept = {p: sel.run_dirs[points.index(p)] for p in keep}
         return Choice(chosen=lr, dropout=d, dropout_chosen=vary_dropout, seconds=seconds, task_points=task_points,
-                      task_choice={t: describe(p) for t, p in task_points.items()} if per_task else {},
+                      per_task=per_task,
                       seed_model_dirs={s: {t: runs[task_points[t]][s][t] for t in tasks} for s in grid_seeds},
                       seed_curves={s: compose_curves({p: read_curves(kept[p] / f"seed{s}") for p in kept},
                                                      task_points) for s in grid_seeds},
@@ -339,7 +342,7 @@ def seed_fits(params: Params, ft, encoders: dict[str, tuple[str, bool]], choices
     done = dict(zip(todo, pool.concurrently([lambda k=k: fit_one(*k) for k in todo])))
     out = {}
     for name, seed in dict.fromkeys((name, seed) for name, seed, _ in todo):
-        task_points = choices[name].task_points or {t: choices[name].points()[0] for t in tasks}
+        task_points = choices[name].task_points
         fitted = {p: done[(name, seed, p)] for p in choices[name].points()}
         out[(name, seed)] = ({t: fitted[task_points[t]][0][t] for t in tasks},
                              compose_curves({p: f[1] for p, f in fitted.items()}, task_points),

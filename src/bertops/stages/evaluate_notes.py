@@ -28,7 +28,7 @@ def notes(params: Params, ft, tasks, encoders, reuse_pipeline, choices, metrics,
     n = ", ".join(f"{t} {metrics['n_examples'][t]}" for t in tasks)
     def rate(name: str, c) -> str:
         own = f"{name} {c.chosen:g}" + (f" (dropout {report.dropout_str(c.dropout)})" if c.dropout_chosen else "")
-        other = {t: p for t, p in c.task_points.items() if c.task_choice and p != (c.chosen, c.dropout)}
+        other = {t: p for t, p in c.task_points.items() if c.per_task and p != (c.chosen, c.dropout)}
         return own + (" (" + ", ".join(f"{t} {p[0]:g}" + (f", dropout {report.dropout_str(p[1])}"
                                                           if c.dropout_chosen else "")
                                        for t, p in other.items()) + ")" if other else "")
