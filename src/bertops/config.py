@@ -170,7 +170,7 @@ class AdapterParams(_Section):
     # encoder modules each task trains a whole copy of (peft modules_to_save): the classification
     # heads read the encoder's pooler, otherwise frozen but for its LoRA update ([] : none)
     modules_to_save: list[str] = Field(default_factory=lambda: ["pooler"])
-    learning_rate: float = Field(5e-3, gt=0)  # the adapters' (heads: finetune.head_learning_rate)
+    learning_rate: float = Field(5e-3, gt=0)  # the adapters' and their tasks' heads'
 
 
 class FinetuneParams(_Section):

@@ -121,3 +121,21 @@ def test_mean_pooling_gives_no_task_a_pooler_copy_it_would_never_train(pooling, 
     ft = FinetuneParams(mode="adapters", pooling=pooling)
     assert ft.adapters.modules_to_save == ["pooler"]
     assert adapter_settings(ft)["modules_to_save"] == copies
+
+
+def test_adapters_and_heads_train_at_the_adapters_rate_and_the_base_not_at_all(encoder_dir):
+    # the heads' head_learning_rate is full fine-tuning's; at it the adapters row's token head stayed
+    # on the `O` prior (code entities F1 0), so in adapters mode every trained parameter takes the
+    # adapters' rate (the rate evaluate.adapters_lr_grid chooses)
+    from bertops.config import FinetuneParams
+    from bertops.train.adapters import param_groups
+
+    model = build(encoder_dir, 3, adapters=SETTINGS)
+    ft = FinetuneParams(mode="adapters", head_learning_rate=2e-3, adapters={"learning_rate": 1e-2})
+    groups = param_groups(model, ft)
+    assert {g["lr"] for g in groups} == {1e-2}
+    grouped = {id(p) for g in groups for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in grouped}
+    assert {n for n, p in model.named_parameters() if n.startswith("heads.")} <= names
+    assert any(A.is_adapter_param(n) for n in names)
+    assert all(A.is_adapter_param(n) or not n.startswith("encoder.") for n in names)  # no base weight

@@ -6,10 +6,12 @@ in the served package, bertops.model.multitask.adapters. Here:
     adapter_settings(ft) -> dict | None
         The `adapters=` argument of MultiTaskModel.build for finetune.mode adapters, else None.
     param_groups(model, ft) -> AdamW groups
-        Every task's adapter at finetune.adapters.learning_rate, heads at head_learning_rate, no
-        weight decay on biases and norms. Each adapter is in the optimizer although peft marks only
-        the active one trainable (set_adapter switches it per batch): an adapter whose task the step
-        did not sample has no gradient, and AdamW leaves a parameter without one unchanged.
+        Every task's adapter and head at finetune.adapters.learning_rate (one rate for everything
+        that trains, as in peft's examples; at full fine-tuning's head_learning_rate code entities'
+        token head stayed on the `O` prior: F1 0), no weight decay on biases and norms. Each
+        adapter is in the optimizer although peft marks only the active one trainable
+        (set_adapter switches it per batch): an adapter whose task the step did not sample has no
+        gradient, and AdamW leaves a parameter without one unchanged.
     parameter_costs(model, model_dir, mode) -> dict
         Per task, the parameters its training changes and the bytes a deployment stores for it
         alone, against the encoder's parameter count:
@@ -44,17 +46,11 @@ def adapter_settings(ft: FinetuneParams) -> dict | None:
 
 
 def param_groups(model, ft: FinetuneParams) -> list[dict]:
-    groups: dict[tuple, list] = {}
+    groups: dict[float, list] = {}
     for name, p in model.named_parameters():
-        if is_adapter_param(name):
-            lr = ft.adapters.learning_rate
-        elif p.requires_grad and not name.startswith("encoder."):
-            lr = ft.head_learning_rate
-        else:
-            continue  # the frozen base encoder
-        wd = 0.0 if any(k in name for k in NO_DECAY) else ft.weight_decay
-        groups.setdefault((lr, wd), []).append(p)
-    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+        if is_adapter_param(name) or (p.requires_grad and not name.startswith("encoder.")):  # not the base
+            groups.setdefault(0.0 if any(k in name for k in NO_DECAY) else ft.weight_decay, []).append(p)
+    return [{"params": ps, "lr": ft.adapters.learning_rate, "weight_decay": wd} for wd, ps in groups.items()]
 
 
 def _nbytes(tensors) -> int:
