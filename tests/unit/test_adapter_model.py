@@ -128,7 +128,7 @@ def test_adapters_and_heads_train_at_the_adapters_rate_and_the_base_not_at_all(e
     # on the `O` prior (code entities F1 0), so in adapters mode every trained parameter takes the
     # adapters' rate (the rate evaluate.adapters_lr_grid chooses)
     from bertops.config import FinetuneParams
-    from bertops.train.adapters import param_groups
+    from bertops.train.finetune_module import param_groups
 
     model = build(encoder_dir, 3, adapters=SETTINGS)
     ft = FinetuneParams(mode="adapters", head_learning_rate=2e-3, adapters={"learning_rate": 1e-2})

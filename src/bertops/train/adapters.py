@@ -5,13 +5,10 @@ in the served package, bertops.model.multitask.adapters. Here:
 
     adapter_settings(ft) -> dict | None
         The `adapters=` argument of MultiTaskModel.build for finetune.mode adapters, else None.
-    param_groups(model, ft) -> AdamW groups
-        Every task's adapter and head at finetune.adapters.learning_rate (one rate for everything
-        that trains, as in peft's examples; at full fine-tuning's head_learning_rate code entities'
-        token head stayed on the `O` prior: F1 0), no weight decay on biases and norms. Each
-        adapter is in the optimizer although peft marks only the active one trainable
-        (set_adapter switches it per batch): an adapter whose task the step did not sample has no
-        gradient, and AdamW leaves a parameter without one unchanged.
+    trains(name, p) -> bool
+        Whether a parameter trains in this mode: every task's adapter (although peft marks only the
+        active one trainable) and the heads, not the base encoder;
+        bertops.train.finetune_module.param_groups builds the optimizer's groups with it.
     parameter_costs(model, model_dir, mode) -> dict
         Per task, the parameters its training changes and the bytes a deployment stores for it
         alone, against the encoder's parameter count:
@@ -33,9 +30,6 @@ from bertops.model.multitask.adapters import adapter_task, is_adapter_param, set
 if TYPE_CHECKING:
     from bertops.config import FinetuneParams
 
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm")
-
-
 def adapter_settings(ft: FinetuneParams) -> dict | None:
     if ft.mode != "adapters":
         return None
@@ -45,12 +39,11 @@ def adapter_settings(ft: FinetuneParams) -> dict | None:
     return settings_dict(a.rank, a.alpha, a.dropout, a.target_modules, keep)
 
 
-def param_groups(model, ft: FinetuneParams) -> list[dict]:
-    groups: dict[float, list] = {}
-    for name, p in model.named_parameters():
-        if is_adapter_param(name) or (p.requires_grad and not name.startswith("encoder.")):  # not the base
-            groups.setdefault(0.0 if any(k in name for k in NO_DECAY) else ft.weight_decay, []).append(p)
-    return [{"params": ps, "lr": ft.adapters.learning_rate, "weight_decay": wd} for wd, ps in groups.items()]
+def trains(name: str, p) -> bool:
+    """Every task's adapter is in the optimizer although peft marks only the active one trainable
+    (set_adapter switches it per batch): an adapter whose task the step did not sample has no
+    gradient, and AdamW leaves a parameter without one unchanged. The base encoder is frozen."""
+    return is_adapter_param(name) or (p.requires_grad and not name.startswith("encoder."))
 
 
 def _nbytes(tensors) -> int:

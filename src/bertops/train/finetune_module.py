@@ -36,18 +36,24 @@ def layer_lr_scale(name: str, num_layers: int, decay: float | None) -> float:
 def param_groups(model, ft: FinetuneParams) -> list[dict]:
     """AdamW parameter groups of a MultiTaskModel: encoder parameters at finetune.learning_rate
     (times `layer_lr_scale` when finetune.layer_lr_decay is set), heads and the layer mix at
-    head_learning_rate; no weight decay on biases and norms. Frozen parameters are left out."""
-    if ft.mode == "adapters":  # the frozen encoder's LoRA adapters, one per task
-        from bertops.train.adapters import param_groups as adapter_groups
+    head_learning_rate; no weight decay on biases and norms. Frozen parameters are left out.
+    finetune.mode adapters: every task's LoRA adapter and head at finetune.adapters.learning_rate
+    (one rate for everything that trains, as in peft's examples; at full fine-tuning's
+    head_learning_rate code entities' token head stayed on the `O` prior: F1 0)."""
+    from bertops.train.adapters import trains as adapter_trains
 
-        return adapter_groups(model, ft)
     n_layers = model.encoder.config.num_hidden_layers
+    adapters = ft.mode == "adapters"
     groups: dict[tuple, list] = {}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not (adapter_trains(name, p) if adapters else p.requires_grad):
             continue
-        lr = (ft.learning_rate * layer_lr_scale(name, n_layers, ft.layer_lr_decay)
-              if name.startswith("encoder.") else ft.head_learning_rate)
+        if adapters:
+            lr = ft.adapters.learning_rate
+        elif name.startswith("encoder."):
+            lr = ft.learning_rate * layer_lr_scale(name, n_layers, ft.layer_lr_decay)
+        else:
+            lr = ft.head_learning_rate
         wd = 0.0 if any(k in name for k in NO_DECAY) else ft.weight_decay
         groups.setdefault((lr, wd), []).append(p)
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
