@@ -87,12 +87,37 @@ def test_pretrain_stage_on_tiny_data(inputs, tmp_path, monkeypatch):
     assert "train/mlm_loss" in run.data.metrics and "perf/tokens_per_s" in run.data.metrics
     assert "val/nsp_accuracy" in run.data.metrics
     assert run.data.tags["bertops.flop_convention"].startswith("train FLOPs/token")
+    # MLM learned, so no warning names it (NSP may still be at its baseline after 60 steps)
+    assert not any(w.startswith("held-out MLM") for w in metrics["warnings"])
 
     # re-running with the same settings resumes at the end: nothing retrained, same model
     before = (out / "model" / "model.safetensors").read_bytes()
     again = stage.main(params)
     assert again["metrics"]["resumed_from_step"] == 60
     assert (out / "model" / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_an_encoder_that_learned_nothing_is_flagged_in_its_metrics_and_on_its_run(inputs, tmp_path, monkeypatch):
+    """A run that ends on the MLM baseline (here: a learning rate too small to move the weights) says
+    so in metrics.json, the log and a tag on its MLflow run, and still saves its model."""
+    import mlflow
+
+    from bertops.stages import pretrain as stage
+
+    monkeypatch.setenv("BERTOPS_TRACKING", "on")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("BERTOPS_EXPERIMENT", "test-pretrain-nothing")
+    params = tiny_params(tmp_path, *inputs, max_steps=3, learning_rate=1e-12, eval_every_n_steps=None,
+                         eval_max_batches=2)
+    with pytest.warns(UserWarning, match="held-out MLM accuracy .* is not above always predicting"):
+        result = stage.main(params)
+    metrics = json.loads((tmp_path / "pretrain" / "metrics.json").read_text())
+    assert metrics["mlm_accuracy"] < metrics["baseline_mlm_most_frequent_token_accuracy"]
+    assert metrics["warnings"] == result["metrics"]["warnings"] and metrics["warnings"][0].startswith("held-out MLM")
+    (run,) = mlflow.search_runs(experiment_names=["test-pretrain-nothing"], output_format="list")
+    assert run.data.tags["bertops.pretrain_warnings"].startswith(metrics["warnings"][0])
+    assert (tmp_path / "pretrain" / "model" / "model.safetensors").exists()
 
 
 def _declared_outputs(stage: str, out_dir: str) -> dict[Path, bool]:

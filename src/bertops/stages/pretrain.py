@@ -45,6 +45,8 @@ def main(params: Params) -> dict:
                                  checkpoint_store=os.environ.get(CHECKPOINT_STORE_ENV) or None)
         if is_global_zero():
             tracking.log_metrics({f"heldout.{k}": v for k, v in result["metrics"].items() if v is not None})
+            if run is not None and result["metrics"]["warnings"]:  # shown on the run's page in the UI
+                mlflow.set_tag("bertops.pretrain_warnings", " | ".join(result["metrics"]["warnings"]))
             plot = plot_curves(out_dir / "logs" / "metrics.csv", out_dir / "plots" / "pretrain_curves.png")
             tracking.log_artifact(out_dir / "metrics.json", "pretrain")
             tracking.log_artifact(plot, "pretrain/plots")

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from bertops.errors import DataError
 from bertops.train.checkpointing import (
@@ -200,6 +200,9 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
                           enable_model_summary=False, enable_checkpointing=False)
     with sigterm_exits_nonzero():
         metrics = evaluate_pretraining(evaluator, module, datamodule, dataset)
+    metrics["warnings"] = no_better_than_baselines(metrics)
+    for message in metrics["warnings"]:
+        rank_zero_warn(message)
     # Throughput: median over the logging windows, the first (warm-up, compilation) left out.
     # train_tokens_per_s counts padded positions (the work done); train_nonpad_tokens_per_s real tokens.
     windows = module.perf_history[1:] or module.perf_history
@@ -228,6 +231,28 @@ def fit_pretraining(params: Params, data_dir: str | Path, tokenizer_dir: str | P
             tokenizer.save_pretrained(str(tmp))
         write_json(out_dir / "metrics.json", {**metrics, "info": info})
     return result
+
+
+# Held-out accuracy this close to the trivial baseline means the objective taught nothing: the
+# budget ended on the early plateau (where MLM predicts frequent tokens) or the representations
+# collapsed. Fine-tuning from such an encoder can score below random weights (one CPU run with
+# whole-word masking: MLM 4.4% vs 4.3%, NSP at the majority rate, downstream at the majority rate).
+BASELINE_MARGIN = 0.01
+
+
+def no_better_than_baselines(metrics: dict, margin: float = BASELINE_MARGIN) -> list[str]:
+    """A warning for each held-out objective (MLM, NSP) whose accuracy is within `margin` of its
+    trivial baseline (evaluate_pretraining's keys); an empty list when both learned something."""
+    checks = (("MLM", "mlm_accuracy", "baseline_mlm_most_frequent_token_accuracy",
+               "always predicting the most frequent token"),
+              ("NSP", "nsp_accuracy", "baseline_nsp_majority_accuracy", "always predicting the majority label"))
+    return [f"held-out {name} accuracy {metrics[key]:.1%} is not above {what} ({metrics[base]:.1%}): "
+            f"pretraining taught the encoder nothing through {name}, and fine-tuning from it may score "
+            "below random weights. Give it a longer budget (pretrain.max_time, pretrain.max_steps) or a "
+            "lower pretrain.learning_rate, or undo the recipe change that caused it"
+            for name, key, base, what in checks
+            if metrics.get(key) is not None and metrics.get(base) is not None
+            and metrics[key] <= metrics[base] + margin]
 
 
 def evaluate_pretraining(trainer: L.Trainer, module: BertPretrainingModule,
